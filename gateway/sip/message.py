@@ -1,0 +1,222 @@
+"""SIP message values: parsing with validation, serialising with Content-Length, builders.
+
+sipmessage parses one complete message and serialises it, but leaves two things to us
+(STYLE.md): it does not compute Content-Length, and it does not check that the headers
+every transaction needs (RFC 3261 section 8.1.1) are present and well formed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sipmessage import URI, Address, CSeq, Headers, Message, Request, Response, Via
+
+# RFC 3261 section 8.1.1.7: the branch of every transaction we create starts with this cookie.
+MAGIC_COOKIE = "z9hG4bK"
+# Anything larger does not fit a UDP datagram we would accept; a bigger header block is an attack.
+MAX_MESSAGE_SIZE = 65_535
+MAX_HEADER_LINES = 200
+
+REASON_PHRASES = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    415: "Unsupported Media Type",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    503: "Service Unavailable",
+    603: "Decline",
+}
+
+
+class SipParseError(ValueError):
+    """A datagram or stream segment is not a usable SIP message; `reason` goes into a 400."""
+
+    def __init__(self, reason: str, request: Request | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        # Set when the start line and the headers needed to answer (Via, From, To, Call-ID,
+        # CSeq) were readable, so the transport can still send a 400 back.
+        self.request = request
+
+
+def reason_phrase(code: int) -> str:
+    return REASON_PHRASES.get(code, "Unknown")
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_call_id(host: str) -> str:
+    return f"{secrets.token_hex(12)}@{host}"
+
+
+def _check_answerable(message: Request | Response) -> None:
+    """Raise ValueError if the headers every transaction relies on are absent or bad."""
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if message.headers.get(name) is None:
+            raise ValueError(f"missing {name} header")
+    if not message.via:
+        raise ValueError("empty Via header")
+    if not message.call_id:
+        raise ValueError("empty Call-ID header")
+    message.from_address  # noqa: B018 - parsing is the validation
+    message.to_address  # noqa: B018
+
+
+def parse(data: bytes) -> Request | Response:
+    """Parse one complete SIP message, raising SipParseError with a reason fit for a 400."""
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipParseError("message too large")
+    head, sep, _ = data.partition(b"\r\n\r\n")
+    if not sep:
+        raise SipParseError("truncated message: no end of headers")
+    if head.count(b"\r\n") > MAX_HEADER_LINES:
+        raise SipParseError("too many header lines")
+    try:
+        message = Message.parse(data)
+    except (ValueError, UnicodeDecodeError, IndexError) as exc:
+        raise SipParseError(f"unparseable message: {exc}") from None
+    try:
+        _check_answerable(message)
+    except (ValueError, KeyError) as exc:
+        raise SipParseError(str(exc) or "bad header") from None
+    try:
+        cseq = message.cseq
+    except (ValueError, KeyError):
+        raise SipParseError("bad CSeq header", _answerable_or_none(message)) from None
+    if isinstance(message, Request) and cseq.method != message.method:
+        raise SipParseError("CSeq method does not match the request method", message)
+    length = message.headers.get("Content-Length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise SipParseError("bad Content-Length header", _answerable_or_none(message)) from None
+        if declared < 0 or declared > len(message.body):
+            raise SipParseError("body shorter than Content-Length", _answerable_or_none(message))
+        # RFC 3261 section 18.3: bytes past Content-Length are discarded.
+        message.body = message.body[:declared]
+    return message
+
+
+def _answerable_or_none(message: Request | Response) -> Request | None:
+    return message if isinstance(message, Request) else None
+
+
+def serialize(message: Request | Response) -> bytes:
+    message.headers.set("Content-Length", str(len(message.body)))
+    return bytes(message)
+
+
+def top_via(message: Request | Response) -> Via:
+    return message.via[0]
+
+
+def branch_of(message: Request | Response) -> str:
+    return top_via(message).parameters.get("branch") or ""
+
+
+def tag_of(address: Address) -> str | None:
+    return address.parameters.get("tag")
+
+
+def with_tag(address: Address, tag: str) -> Address:
+    return Address(
+        uri=address.uri, name=address.name, parameters=address.parameters.replace(tag=tag)
+    )
+
+
+def copy_request(request: Request) -> Request:
+    """A deep enough copy to change headers without touching the original."""
+    copy = Request(method=request.method, uri=request.uri, body=request.body)
+    _copy_headers(request.headers, copy.headers)
+    return copy
+
+
+def _copy_headers(source: Headers, target: Headers) -> None:
+    for key in source.keys():
+        target.setlist(key, list(source.getlist(key)))
+
+
+def make_response(
+    request: Request,
+    code: int,
+    phrase: str | None = None,
+    *,
+    to_tag: str | None = None,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> Response:
+    """RFC 3261 section 8.2.6.2: copy Via, From, Call-ID, CSeq; To gets our tag above 100."""
+    response = Response(code=code, phrase=phrase or reason_phrase(code), body=body)
+    response.headers.setlist("Via", list(request.headers.getlist("Via")))
+    response.headers.set("From", request.headers["From"])
+    to = request.headers["To"]
+    if to_tag is not None and code > 100:
+        address = Address.parse(to)
+        if tag_of(address) is None:
+            to = str(with_tag(address, to_tag))
+    response.headers.set("To", to)
+    response.headers.set("Call-ID", request.headers["Call-ID"])
+    response.headers.set("CSeq", request.headers["CSeq"])
+    if content_type is not None:
+        response.headers.set("Content-Type", content_type)
+    return response
+
+
+@dataclass(frozen=True)
+class RequestSpec:
+    """Everything a UA decides when it builds a request outside or inside a dialog."""
+
+    method: str
+    uri: URI
+    from_address: Address
+    to_address: Address
+    call_id: str
+    cseq: int
+    contact: Address | None = None
+    route: tuple[Address, ...] = ()
+    body: bytes = b""
+    content_type: str | None = None
+    max_forwards: int = 70
+    user_agent: str = "sipgw"
+
+
+def build_request(spec: RequestSpec) -> Request:
+    """A request without Via: the transaction layer adds it, knowing the transport."""
+    request = Request(method=spec.method, uri=spec.uri, body=spec.body)
+    request.headers.set("Max-Forwards", str(spec.max_forwards))
+    if spec.route:
+        request.headers.setlist("Route", [str(route) for route in spec.route])
+    request.headers.set("From", str(spec.from_address))
+    request.headers.set("To", str(spec.to_address))
+    request.headers.set("Call-ID", spec.call_id)
+    request.cseq = CSeq(sequence=spec.cseq, method=spec.method)
+    if spec.contact is not None:
+        request.headers.set("Contact", str(spec.contact))
+    request.headers.set("User-Agent", spec.user_agent)
+    if spec.content_type is not None:
+        request.headers.set("Content-Type", spec.content_type)
+    return request

@@ -1,0 +1,483 @@
+"""SIP user agent core: outgoing and incoming INVITE sessions, in-dialog requests, OPTIONS.
+
+The UA is the transaction user (RFC 3261 section 8): it builds requests, retries them
+with credentials after 401/407, creates dialogs, sends ACK for 2xx and CANCEL while
+ringing, and routes in-dialog requests to whoever owns the dialog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from sipmessage import URI, Address, Request, Response
+
+from gateway.sip import message as sipmsg
+from gateway.sip.auth import AuthError, Credentials, DigestClient
+from gateway.sip.dialog import Dialog, DialogState
+from gateway.sip.transaction import (
+    ServerTransaction,
+    TransactionLayer,
+    TransactionTimeout,
+    Timers,
+)
+from gateway.sip.transport import Peer, SipTransport, TransportKind
+
+log = logging.getLogger(__name__)
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+SDP = "application/sdp"
+
+
+class DialogOwner(Protocol):
+    """Whoever holds a dialog: a call, or the demo endpoint."""
+
+    def on_bye(self, dialog: Dialog) -> None: ...
+
+    def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
+        """Any in-dialog request but BYE and ACK; must send a final response."""
+
+
+# --- outgoing INVITE --------------------------------------------------------------
+
+
+class InviteState(StrEnum):
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    CANCELLING = "cancelling"
+    ANSWERED = "answered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Provisional:
+    code: int
+    reason: str
+    sdp: bytes | None
+
+
+@dataclass(frozen=True)
+class Answered:
+    dialog: Dialog
+    sdp: bytes
+
+
+@dataclass(frozen=True)
+class Failed:
+    code: int
+    reason: str
+
+
+InviteOutcome = Answered | Failed
+
+
+class OutgoingInvite:
+    """One INVITE client session, from the first INVITE to the 2xx ACK or the failure."""
+
+    MAX_AUTH_ATTEMPTS = 2
+
+    def __init__(
+        self,
+        ua: UserAgent,
+        *,
+        target: URI,
+        peer: Peer,
+        from_address: Address,
+        to_address: Address,
+        sdp: bytes,
+        credentials: Credentials | None,
+        on_provisional: Callable[[Provisional], None] | None = None,
+        extra_headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.ua = ua
+        self.target = target
+        self.peer = peer
+        self.from_address = sipmsg.with_tag(from_address, sipmsg.new_tag())
+        self.to_address = to_address
+        self.sdp = sdp
+        self.call_id = sipmsg.new_call_id(ua.transport.host)
+        self.on_provisional = on_provisional
+        self.extra_headers = extra_headers
+        self.state = InviteState.CALLING
+        self.history: list[InviteState] = [InviteState.CALLING]
+        self._digest = DigestClient(credentials) if credentials else None
+        self._cseq = 1
+        self._request: Request | None = None
+        self._cancel_requested = False
+        self._cancel_sent = False
+        self._dialog: Dialog | None = None
+
+    def _set_state(self, state: InviteState) -> None:
+        if state is not self.state:
+            log.debug("INVITE %s: %s -> %s", self.call_id, self.state, state)
+            self.state = state
+            self.history.append(state)
+
+    def _build(self) -> Request:
+        request = sipmsg.build_request(
+            sipmsg.RequestSpec(
+                method="INVITE",
+                uri=self.target,
+                from_address=self.from_address,
+                to_address=self.to_address,
+                call_id=self.call_id,
+                cseq=self._cseq,
+                contact=self.ua.tl.contact_for(self.from_address.uri.user, self.peer),
+                body=self.sdp,
+                content_type=SDP,
+                user_agent=self.ua.user_agent,
+            )
+        )
+        request.headers.set("Allow", ALLOW)
+        for name, value in self.extra_headers:
+            request.headers.add(name, value)
+        return request
+
+    async def run(self) -> InviteOutcome:
+        request = self._build()
+        attempts = 0
+        while True:
+            self._request = request
+            tx = self.ua.tl.send_request(request, self.peer, self._on_response)
+            try:
+                response = await tx.final
+            except TransactionTimeout:
+                self._set_state(InviteState.FAILED)
+                return Failed(408, "Request Timeout")
+            if 200 <= response.code < 300:
+                return self._answered(request, response)
+            challenged = response.code in (401, 407) and not self._cancel_requested
+            if challenged and self._digest is not None and attempts < self.MAX_AUTH_ATTEMPTS:
+                attempts += 1
+                try:
+                    self._cseq += 1
+                    request = self._digest.authorize(self._rebuild(), response)
+                    continue
+                except AuthError as exc:
+                    log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
+            self._set_state(InviteState.FAILED)
+            return Failed(response.code, response.phrase)
+
+    def _rebuild(self) -> Request:
+        """Same Call-ID and From tag, next CSeq, new branch (section 22.2)."""
+        return self._build()
+
+    def _answered(self, request: Request, response: Response) -> InviteOutcome:
+        dialog = self._dialog
+        assert dialog is not None  # _on_response made it before resolving final
+        if self._cancel_requested:
+            # The 2xx crossed our CANCEL: confirm then end it (section 15, 9.1).
+            self.ua.spawn(self.ua.bye(dialog))
+            self._set_state(InviteState.FAILED)
+            return Failed(487, "Request Terminated")
+        self._set_state(InviteState.ANSWERED)
+        return Answered(dialog, response.body)
+
+    def _on_response(self, response: Response) -> None:
+        request = self._request
+        if request is None:
+            return
+        if response.code < 200:
+            if response.code > 100:
+                self._set_state(InviteState.PROCEEDING)
+                if self.on_provisional is not None:
+                    body = response.body if _is_sdp(response) else None
+                    self.on_provisional(Provisional(response.code, response.phrase, body))
+            if self._cancel_requested and not self._cancel_sent:
+                self._send_cancel()
+            return
+        if 200 <= response.code < 300:
+            if self._dialog is None:
+                self._dialog = Dialog.from_uac(request, response, self.peer)
+                self._dialog.set_state(DialogState.CONFIRMED)
+            # Every 2xx, first or retransmitted, is ACKed (section 13.2.2.4).
+            self.ua.tl.send_ack(self._dialog.ack(request.cseq.sequence), self._dialog.next_hop())
+
+    def cancel(self) -> None:
+        """Section 9.1: CANCEL only after a provisional response has arrived."""
+        if self.state in (InviteState.ANSWERED, InviteState.FAILED) or self._cancel_requested:
+            return
+        self._cancel_requested = True
+        self._set_state(InviteState.CANCELLING)
+        request = self._request
+        if request is None:
+            return
+        tx = self.ua.tl._clients.get((sipmsg.branch_of(request), "INVITE"))
+        if tx is not None and tx.provisional_seen:
+            self._send_cancel()
+
+    def _send_cancel(self) -> None:
+        request = self._request
+        if request is None or self._cancel_sent:
+            return
+        self._cancel_sent = True
+        cancel = Request(method="CANCEL", uri=request.uri)
+        cancel.headers.set("Via", request.headers.getlist("Via")[0])
+        cancel.headers.set("Max-Forwards", "70")
+        cancel.headers.set("From", request.headers["From"])
+        cancel.headers.set("To", request.headers["To"])
+        cancel.headers.set("Call-ID", request.call_id)
+        cancel.headers.set("CSeq", f"{request.cseq.sequence} CANCEL")
+        routes = request.headers.getlist("Route")
+        if routes:
+            cancel.headers.setlist("Route", list(routes))
+        self.ua.tl.send_request(cancel, self.peer)
+
+
+def _is_sdp(message: Request | Response) -> bool:
+    content_type = message.headers.get("Content-Type") or ""
+    return bool(message.body) and content_type.lower().startswith(SDP)
+
+
+# --- incoming INVITE --------------------------------------------------------------
+
+
+class IncomingInvite:
+    """One INVITE server session: ring, answer (2xx retransmitted until ACK) or reject."""
+
+    def __init__(self, ua: UserAgent, request: Request, tx: ServerTransaction, peer: Peer) -> None:
+        self.ua = ua
+        self.request = request
+        self.tx = tx
+        self.peer = peer
+        self.sdp = request.body if _is_sdp(request) else None
+        contact = ua.tl.contact_for(request.to_address.uri.user, peer)
+        self.dialog = Dialog.from_uas(request, tx.to_tag, peer, contact)
+        self.cancelled = asyncio.Event()
+        self.on_cancel: Callable[[], None] | None = None
+
+    def ring(self, code: int = 180, sdp: bytes | None = None) -> None:
+        self.tx.respond(self._response(code, sdp))
+
+    def reject(self, code: int, phrase: str | None = None) -> None:
+        self.tx.respond(self._response(code, None, phrase))
+
+    async def accept(self, sdp: bytes, owner: DialogOwner) -> Dialog:
+        """Send 2xx and retransmit it until the ACK (section 13.3.1.4), Timer L at most."""
+        response = self._response(200, sdp)
+        self.ua.register_dialog(self.dialog, owner)
+        self.dialog.set_state(DialogState.CONFIRMED)
+        self.tx.respond(response)
+        acked = self.ua.wait_ack(self.dialog)
+        timers = self.ua.tl.timers
+        interval = timers.t1
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timers.timeout
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(acked), interval)
+                    return self.dialog
+                if loop.time() >= deadline:
+                    break
+                if self.peer.transport is TransportKind.UDP:
+                    self.ua.transport.send(response, self.peer)
+                interval = min(interval * 2, timers.t2)
+        finally:
+            acked.cancel()
+        # Section 13.3.1.4: no ACK, so the dialog is confirmed and then ended with BYE.
+        await self.ua.bye(self.dialog)
+        raise TransactionTimeout("no ACK for 2xx")
+
+    def _response(self, code: int, sdp: bytes | None, phrase: str | None = None) -> Response:
+        response = sipmsg.make_response(self.request, code, phrase, to_tag=self.tx.to_tag)
+        if code < 300 and code > 100:
+            response.headers.set("Contact", str(self.dialog.contact))
+            response.headers.set("Allow", ALLOW)
+            if self.dialog.route_set:
+                response.headers.setlist("Record-Route", [str(r) for r in self.dialog.route_set])
+        if sdp is not None:
+            response.body = sdp
+            response.headers.set("Content-Type", SDP)
+        return response
+
+
+# --- the user agent ---------------------------------------------------------------
+
+
+class UserAgent:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        timers: Timers | None = None,
+        user_agent: str = "sipgw",
+        kinds: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP),
+    ) -> None:
+        self.transport = SipTransport(host, port, kinds=kinds)
+        self.tl = TransactionLayer(self.transport, timers or Timers())
+        self.tl.on_request = self._on_request
+        self.tl.on_stray_response = self._on_stray_response
+        self.user_agent = user_agent
+        self.on_invite: Callable[[IncomingInvite], None] | None = None
+        self._dialogs: dict[tuple[str, str], DialogOwner] = {}
+        self._dialog_objects: dict[tuple[str, str], Dialog] = {}
+        self._ack_waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._incoming: dict[str, IncomingInvite] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        return self.transport.port
+
+    async def start(self) -> None:
+        await self.tl.start()
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tl.close()
+
+    def spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self._dialogs)
+
+    def register_dialog(self, dialog: Dialog, owner: DialogOwner) -> None:
+        self._dialogs[dialog.key] = owner
+        self._dialog_objects[dialog.key] = dialog
+
+    def unregister_dialog(self, dialog: Dialog) -> None:
+        self._dialogs.pop(dialog.key, None)
+        self._dialog_objects.pop(dialog.key, None)
+        waiter = self._ack_waiters.pop(dialog.key, None)
+        if waiter is not None:
+            waiter.cancel()
+
+    def wait_ack(self, dialog: Dialog) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[dialog.key] = future
+        return future
+
+    def invite(self, **kwargs: object) -> OutgoingInvite:
+        return OutgoingInvite(self, **kwargs)  # type: ignore[arg-type]
+
+    async def bye(self, dialog: Dialog) -> int | None:
+        """End a dialog; returns the BYE's final status, or None on time-out."""
+        if dialog.state is DialogState.TERMINATED:
+            return None
+        dialog.set_state(DialogState.TERMINATED)
+        self.unregister_dialog(dialog)
+        request = dialog.new_request("BYE")
+        request.headers.set("User-Agent", self.user_agent)
+        tx = self.tl.send_request(request, dialog.next_hop())
+        try:
+            response = await tx.final
+        except TransactionTimeout:
+            return None
+        return response.code
+
+    async def request_in_dialog(
+        self, dialog: Dialog, method: str, body: bytes = b"", content_type: str | None = None
+    ) -> Response | None:
+        request = dialog.new_request(method, body=body, content_type=content_type)
+        tx = self.tl.send_request(request, dialog.next_hop())
+        try:
+            return await tx.final
+        except TransactionTimeout:
+            return None
+
+    # --- requests from the network ----------------------------------------------
+
+    def _on_request(self, request: Request, peer: Peer, tx: ServerTransaction | None) -> None:
+        to_tag = sipmsg.tag_of(request.to_address)
+        if to_tag is not None:
+            self._on_in_dialog(request, peer, tx, to_tag)
+            return
+        if tx is None:
+            return  # ACK outside any dialog: nothing to do (section 17.2.3)
+        if request.method == "INVITE":
+            self._on_invite(request, peer, tx)
+        elif request.method == "CANCEL":
+            self._on_cancel(request, tx)
+        elif request.method == "OPTIONS":
+            response = sipmsg.make_response(request, 200, to_tag=tx.to_tag)
+            response.headers.set("Allow", ALLOW)
+            response.headers.set("Accept", SDP)
+            tx.respond(response)
+        elif request.method == "BYE":
+            tx.respond_code(481)
+        else:
+            response = sipmsg.make_response(request, 405, to_tag=tx.to_tag)
+            response.headers.set("Allow", ALLOW)
+            tx.respond(response)
+
+    def _on_invite(self, request: Request, peer: Peer, tx: ServerTransaction) -> None:
+        if self.on_invite is None:
+            tx.respond_code(480)
+            return
+        incoming = IncomingInvite(self, request, tx, peer)
+        branch = sipmsg.branch_of(request)
+        self._incoming[branch] = incoming
+        tx.acked.add_done_callback(lambda _f: self._incoming.pop(branch, None))
+
+        def forget(_: object) -> None:
+            self._incoming.pop(branch, None)
+
+        try:
+            self.on_invite(incoming)
+        except Exception:
+            log.exception("INVITE handler failed")
+            tx.respond_code(500)
+        asyncio.get_running_loop().call_later(self.tl.timers.timeout * 2, forget, None)
+
+    def _on_cancel(self, request: Request, tx: ServerTransaction) -> None:
+        """Section 9.2: 200 to the CANCEL, then 487 to the INVITE if it is still pending."""
+        incoming = self._incoming.get(sipmsg.branch_of(request))
+        if incoming is None:
+            tx.respond_code(481)
+            return
+        tx.respond(sipmsg.make_response(request, 200, to_tag=incoming.tx.to_tag))
+        if incoming.tx.last_response is None or incoming.tx.last_response.code < 200:
+            incoming.reject(487)
+            incoming.cancelled.set()
+            if incoming.on_cancel is not None:
+                incoming.on_cancel()
+
+    def _on_in_dialog(
+        self, request: Request, peer: Peer, tx: ServerTransaction | None, to_tag: str
+    ) -> None:
+        key = (request.call_id, to_tag)
+        owner = self._dialogs.get(key)
+        dialog = self._dialog_objects.get(key)
+        if request.method == "ACK":
+            waiter = self._ack_waiters.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+            return
+        if tx is None:
+            return
+        if owner is None or dialog is None:
+            tx.respond_code(481)
+            return
+        if not dialog.accepts(request):
+            tx.respond_code(500, "Out of order CSeq")
+            return
+        if request.method == "BYE":
+            tx.respond_code(200)
+            dialog.set_state(DialogState.TERMINATED)
+            self.unregister_dialog(dialog)
+            owner.on_bye(dialog)
+            return
+        owner.on_in_dialog_request(dialog, request, tx)
+
+    def _on_stray_response(self, response: Response, peer: Peer) -> None:
+        # A 2xx retransmitted after the INVITE transaction ended: ACK it again if ours.
+        if response.cseq.method != "INVITE" or not 200 <= response.code < 300:
+            return
+        key = (response.call_id, sipmsg.tag_of(response.from_address) or "")
+        dialog = self._dialog_objects.get(key)
+        if dialog is not None:
+            self.tl.send_ack(dialog.ack(response.cseq.sequence), dialog.next_hop())
