@@ -1,0 +1,144 @@
+"""`sipgw run`: the whole gateway in one process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway import config as cfg
+from gateway.service import Gateway
+from gateway.web.app import create_app
+
+log = logging.getLogger("sipgw")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sipgw",
+        description="WebRTC-to-SIP gateway: a browser softphone that calls SIP trunks and PBXs.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser(
+        "run",
+        help="start the web page, WebSocket signalling, SIP user agent and media bridge",
+        description=(
+            "Start the gateway. With no trunk, calls go to an embedded demo endpoint on "
+            "loopback: extension 600 echoes your voice, 601 plays a tone."
+        ),
+    )
+    run.add_argument("--config", type=Path, help="TOML configuration file (flags override it)")
+    run.add_argument("--host", help="address for the web page and WebSocket (default 127.0.0.1)")
+    run.add_argument("--http-port", type=int, help="port of the web page (default 8080)")
+    run.add_argument("--sip-host", help="address the SIP user agent binds (default: --host)")
+    run.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060; 0 = any)")
+    run.add_argument(
+        "--trunk",
+        metavar="URI",
+        help="send calls to this SIP peer: sip:host[:port][;transport=udp|tcp]",
+    )
+    run.add_argument("--trunk-user", help="username for digest authentication at the trunk")
+    run.add_argument("--trunk-password", help="password for digest authentication at the trunk")
+    run.add_argument("--public-address", help="address to put in Contact/Via/SDP (NAT)")
+    run.add_argument("--rtp-ports", metavar="MIN-MAX", help="RTP port range (default 20000-30000)")
+    run.add_argument(
+        "--ice-address",
+        action="append",
+        help="address to offer ICE candidates on (repeatable; default: 127.0.0.1 when --host "
+        "is loopback, else every interface)",
+    )
+    run.add_argument("--no-answer-timeout", type=float, help="seconds to ring (default 60)")
+    run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: SIP)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> cfg.Config:
+    config = cfg.from_toml(args.config) if args.config else cfg.Config()
+    changes: dict[str, object] = {}
+    for flag, key in (
+        ("host", "host"),
+        ("http_port", "http_port"),
+        ("sip_host", "sip_host"),
+        ("sip_port", "sip_port"),
+        ("public_address", "public_address"),
+        ("no_answer_timeout", "no_answer_timeout"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[key] = value
+    if args.trunk:
+        existing = config.trunk
+        changes["trunk"] = cfg.parse_trunk(
+            args.trunk,
+            username=args.trunk_user or (existing.credentials.username if existing and existing.credentials else None),
+            password=args.trunk_password or (existing.credentials.password if existing and existing.credentials else None),
+        )
+    elif args.trunk_user or args.trunk_password:
+        raise cfg.ConfigError("--trunk-user/--trunk-password need --trunk")
+    if args.rtp_ports:
+        try:
+            low, high = (int(p) for p in args.rtp_ports.split("-", 1))
+        except ValueError:
+            raise cfg.ConfigError("--rtp-ports wants MIN-MAX, e.g. 20000-30000") from None
+        changes["rtp_port_min"], changes["rtp_port_max"] = low, high
+    if args.ice_address:
+        changes["ice_addresses"] = tuple(args.ice_address)
+    config = replace(config, **changes)  # type: ignore[arg-type]
+    cfg.validate(config)
+    return config
+
+
+async def serve(config: cfg.Config) -> None:
+    gateway = Gateway(config)
+    app = create_app(config, gateway)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.http_port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    url = f"http://{host}:{config.http_port}/"
+    where = f"trunk {config.trunk.uri}" if config.trunk else (
+        f"demo endpoint: dial {config.demo_echo_extension} (echo) or "
+        f"{config.demo_tone_extension} (tone)"
+    )
+    print(f"sipgw ready: open {url}  (SIP on {config.sip_bind}:{gateway.sip_port}, {where})",
+          flush=True)
+    await stop.wait()
+    log.info("shutting down: ending calls")
+    await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        logging.getLogger("gateway.sip.transport").setLevel(logging.INFO)
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        config = config_from_args(args)
+    except cfg.ConfigError as exc:
+        print(f"sipgw: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"sipgw: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

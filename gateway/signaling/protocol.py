@@ -1,0 +1,117 @@
+"""The browser protocol: JSON objects with a `type`, validated into typed messages.
+
+See docs/protocol.md. Validation never raises anything but ProtocolError, whose code and
+message go back to the page in an `error` while the socket stays open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_SDP_BYTES = 64 * 1024
+MAX_ID_LENGTH = 128
+DTMF_DIGITS = set("0123456789*#ABCDabcd")
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, call_id: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.call_id = call_id
+
+
+@dataclass(frozen=True)
+class Hello:
+    token: str | None
+    user: str | None
+
+
+@dataclass(frozen=True)
+class Call:
+    id: str
+    to: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    id: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    candidate: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Dtmf:
+    id: str
+    digits: str
+
+
+ClientMessage = Hello | Call | Hangup | Candidate | Dtmf
+
+
+def _string(obj: dict[str, Any], key: str, *, limit: int, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise ProtocolError("bad-message", f"'{key}' must be a non-empty string", _id(obj))
+    if len(value) > limit:
+        raise ProtocolError("bad-message", f"'{key}' is longer than {limit} characters", _id(obj))
+    return value
+
+
+def _id(obj: dict[str, Any]) -> str | None:
+    value = obj.get("id")
+    return value if isinstance(value, str) and len(value) <= MAX_ID_LENGTH else None
+
+
+def _call_id(obj: dict[str, Any]) -> str:
+    value = _string(obj, "id", limit=MAX_ID_LENGTH)
+    assert value is not None  # required=True
+    return value
+
+
+def parse(text: str | bytes) -> ClientMessage:
+    if len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("bad-message", "message too large")
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("bad-json", f"not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad-message", "a message must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad-message", "a message needs a string 'type'", _id(obj))
+    if kind == "hello":
+        return Hello(
+            token=_string(obj, "token", limit=4096, required=False),
+            user=_string(obj, "user", limit=128, required=False),
+        )
+    if kind == "call":
+        to = _string(obj, "to", limit=256)
+        sdp = _string(obj, "sdp", limit=MAX_SDP_BYTES)
+        assert to is not None and sdp is not None
+        return Call(id=_call_id(obj), to=to.strip(), sdp=sdp)
+    if kind == "hangup":
+        return Hangup(id=_call_id(obj))
+    if kind == "candidate":
+        candidate = obj.get("candidate")
+        if candidate is not None and not isinstance(candidate, dict):
+            raise ProtocolError("bad-message", "'candidate' must be an object or null", _id(obj))
+        return Candidate(id=_call_id(obj), candidate=candidate)
+    if kind == "dtmf":
+        digits = _string(obj, "digits", limit=64)
+        assert digits is not None
+        if not set(digits) <= DTMF_DIGITS:
+            raise ProtocolError("bad-message", "'digits' may only hold 0-9, *, # and A-D", _id(obj))
+        return Dtmf(id=_call_id(obj), digits=digits)
+    raise ProtocolError("unknown-type", f"unknown message type {kind[:40]!r}", _id(obj))
