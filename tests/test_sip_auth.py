@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
 import pytest
 import sipmessage
 
@@ -570,3 +576,254 @@ def test_server_ignores_credentials_for_other_realms() -> None:
 def test_server_rejects_unknown_algorithm() -> None:
     with pytest.raises(UnsupportedChallenge):
         DigestServer("example.com", {}, algorithm="SHA-1")
+
+
+# --- interop with sipp (Debian sip-tester 3.6.1: MD5 digest only) -------------------------------
+
+SIPP = shutil.which("sipp")
+needs_sipp = pytest.mark.skipif(SIPP is None, reason="sipp (Debian package sip-tester) not found")
+
+SIPP_CHALLENGES = {
+    "qop-auth": 'Digest realm="sipp.test", nonce="8f2a6c01d1e94b3b", opaque="sipp-opaque", '
+    'qop="auth,auth-int", algorithm=MD5',
+    "qop-auth-int": 'Digest realm="sipp.test", nonce="8f2a6c01d1e94b3c", qop="auth-int"',
+    "rfc2069": 'Digest realm="sipp.test", nonce="8f2a6c01d1e94b3d"',
+}
+SIPP_UAS_VERIFYING = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="challenge and verify">
+  <recv request="REGISTER"/>
+  <send><![CDATA[
+SIP/2.0 401 Unauthorized
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]-[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+WWW-Authenticate: @CHALLENGE@
+Content-Length: 0
+
+]]></send>
+  <recv request="REGISTER">
+    <action>
+      <verifyauth assign_to="authvalid" username="alice" password="secret"/>
+    </action>
+  </recv>
+  <nop test="authvalid" next="good"/>
+  <send next="done"><![CDATA[
+SIP/2.0 403 Forbidden
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]-[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="good"/>
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]-[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+  <label id="done"/>
+</scenario>
+"""
+
+SIPP_UAC_REGISTERING = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="register with digest">
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:alice@sipp.test>;tag=[pid]-[call_number]
+To: <sip:alice@sipp.test>
+Call-ID: [call_id]
+CSeq: 1 REGISTER
+Contact: <sip:alice@[local_ip]:[local_port]>
+Max-Forwards: 70
+Expires: 60
+Content-Length: 0
+
+]]></send>
+  <recv response="401" auth="true"/>
+  <send retrans="500"><![CDATA[
+REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:alice@sipp.test>;tag=[pid]-[call_number]
+To: <sip:alice@sipp.test>
+Call-ID: [call_id]
+CSeq: 2 REGISTER
+Contact: <sip:alice@[local_ip]:[local_port]>
+[authentication]
+Max-Forwards: 70
+Expires: 60
+Content-Length: 0
+
+]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def sipp_command(scenario: Path, port: int, *extra: str) -> list[str]:
+    assert SIPP is not None
+    # No `timeout` wrapper: the tests kill sipp itself if it outlives them.
+    return [
+        SIPP,
+        "-sf",
+        str(scenario),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-cp",
+        str(free_udp_port()),
+        "-mp",
+        str(free_udp_port()),
+        "-m",
+        "1",
+        "-nostdin",
+        "-timeout",
+        "20",
+        "-timeout_error",
+        *extra,
+    ]
+
+
+def start_sipp(tmp_path: Path, cmd: list[str]) -> subprocess.Popen[bytes]:
+    # Output to files, not pipes: nobody reads a pipe here, and sipp's errors stay inspectable.
+    with open(tmp_path / "sipp.out", "wb") as out:
+        return subprocess.Popen(
+            [*cmd, "-trace_err", "-error_file", str(tmp_path / "sipp_errors.log")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=tmp_path,
+        )
+
+
+def receive(sock: socket.socket) -> sipmessage.Request | sipmessage.Response:
+    data, _ = sock.recvfrom(65535)
+    return sipmessage.Message.parse(data)
+
+
+def register_via_sipp_uas(tmp_path: Path, password: str, challenge_value: str) -> int:
+    """REGISTER to a sipp UAS that challenges, answer with DigestClient: the final code."""
+    scenario = tmp_path / "uas.xml"
+    scenario.write_text(SIPP_UAS_VERIFYING.replace("@CHALLENGE@", challenge_value))
+    port = free_udp_port()
+    sipp = start_sipp(tmp_path, sipp_command(scenario, port))
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(0.2)
+            local = sock.getsockname()[1]
+            # A body, so that auth-int has something to protect.
+            request = make_request(uri=f"sip:127.0.0.1:{port}", body=b"hello sipp\r\n")
+            request.headers.set("Via", f"SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-a1")
+            request.headers.set("Contact", f"<sip:alice@127.0.0.1:{local}>")
+            # sipp may not be listening yet: resend until it answers (UDP, like Timer E).
+            deadline = time.monotonic() + 10
+            challenge: sipmessage.Request | sipmessage.Response | None = None
+            while challenge is None and time.monotonic() < deadline:
+                sock.sendto(bytes(request), ("127.0.0.1", port))
+                try:
+                    challenge = receive(sock)
+                except TimeoutError:
+                    continue
+            assert isinstance(challenge, sipmessage.Response), "no answer from sipp"
+            assert challenge.code == 401
+
+            authorized = DigestClient(Credentials("alice", password)).authorize(request, challenge)
+            # The UA's business, not authorize()'s: a new CSeq and a new branch.
+            authorized.headers.set("CSeq", "2 REGISTER")
+            authorized.headers.set("Via", f"SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-a2")
+            sock.settimeout(10)
+            sock.sendto(bytes(authorized), ("127.0.0.1", port))
+            final = receive(sock)
+            assert isinstance(final, sipmessage.Response)
+        assert sipp.wait(timeout=20) == 0  # the scenario ran to its end
+    finally:
+        if sipp.poll() is None:
+            sipp.kill()
+            sipp.wait()
+    return final.code
+
+
+@needs_sipp
+@pytest.mark.sipp
+@pytest.mark.parametrize("kind", sorted(SIPP_CHALLENGES))
+def test_sipp_uas_accepts_digest_client_answer(tmp_path: Path, kind: str) -> None:
+    assert register_via_sipp_uas(tmp_path, "secret", SIPP_CHALLENGES[kind]) == 200
+
+
+@needs_sipp
+@pytest.mark.sipp
+@pytest.mark.parametrize("kind", sorted(SIPP_CHALLENGES))
+def test_sipp_uas_rejects_wrong_password(tmp_path: Path, kind: str) -> None:
+    # Proves the sipp scenario really checks, so the 200 above means something.
+    assert register_via_sipp_uas(tmp_path, "wrong", SIPP_CHALLENGES[kind]) == 403
+
+
+@needs_sipp
+@pytest.mark.sipp
+@pytest.mark.parametrize(("password", "expected"), [("secret", "alice"), ("wrong", None)])
+def test_digest_server_verifies_sipp_uac(
+    tmp_path: Path, password: str, expected: str | None
+) -> None:
+    server = DigestServer("sipp.test", {"alice": "secret"})
+    scenario = tmp_path / "uac.xml"
+    scenario.write_text(SIPP_UAC_REGISTERING)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(10)
+        port = sock.getsockname()[1]
+        target = f"127.0.0.1:{port}"
+        cmd = sipp_command(scenario, free_udp_port(), "-au", "alice", "-ap", password, target)
+        sipp = start_sipp(tmp_path, cmd)
+        try:
+            first, addr = sock.recvfrom(65535)
+            register = sipmessage.Message.parse(first)
+            assert isinstance(register, sipmessage.Request)
+            sock.sendto(bytes(reply(register, 401, server.challenge())), addr)
+
+            while True:  # skip retransmissions of the first REGISTER
+                data, addr = sock.recvfrom(65535)
+                second = sipmessage.Message.parse(data)
+                assert isinstance(second, sipmessage.Request)
+                if second.cseq.sequence == 2:
+                    break
+            assert second.headers.get("Authorization") is not None
+            user = server.verify(second)
+            assert user == expected
+            sock.sendto(bytes(reply(second, 200 if user else 403)), addr)
+            # sipp's exit status says whether its scenario (ending in a 200) succeeded.
+            assert (sipp.wait(timeout=20) == 0) == (expected is not None)
+        finally:
+            if sipp.poll() is None:
+                sipp.kill()
+            sipp.wait()
+
+
+def reply(
+    request: sipmessage.Request, code: int, challenge: str | None = None
+) -> sipmessage.Response:
+    phrases = {200: "OK", 401: "Unauthorized", 403: "Forbidden"}
+    resp = sipmessage.Response(code, phrases[code])
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        resp.headers.setlist(name, list(request.headers.getlist(name)))
+    if challenge is not None:
+        resp.headers.add("WWW-Authenticate", challenge)
+    resp.headers.add("Content-Length", "0")
+    return resp
