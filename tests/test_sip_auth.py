@@ -415,6 +415,7 @@ def test_unsupported_challenge(value: str) -> None:
         'Digest realm="r", realm="r2", nonce="n"',
         ",,,",
         '"Digest" realm="r"',
+        'Digest realm="r", nonce="n\r\nVia: SIP/2.0/UDP evil"',  # would be echoed as a header
     ],
 )
 def test_malformed_challenge_raises_auth_error(value: str) -> None:

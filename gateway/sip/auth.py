@@ -186,6 +186,13 @@ class _Scanner:
         return self.text[start : self.pos]
 
     def value(self) -> str:
+        text = self._value()
+        # We echo realm, nonce and opaque into our next request: no control characters.
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            raise AuthError(f"control character in parameter value in {self.text!r}")
+        return text
+
+    def _value(self) -> str:
         if self.peek() != '"':
             # Be lenient with unquoted values (some servers send unquoted base64 nonces).
             start = self.pos
