@@ -76,8 +76,10 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         existing = config.trunk
         changes["trunk"] = cfg.parse_trunk(
             args.trunk,
-            username=args.trunk_user or (existing.credentials.username if existing and existing.credentials else None),
-            password=args.trunk_password or (existing.credentials.password if existing and existing.credentials else None),
+            username=args.trunk_user
+            or (existing.credentials.username if existing and existing.credentials else None),
+            password=args.trunk_password
+            or (existing.credentials.password if existing and existing.credentials else None),
         )
     elif args.trunk_user or args.trunk_password:
         raise cfg.ConfigError("--trunk-user/--trunk-password need --trunk")
@@ -107,12 +109,18 @@ async def serve(config: cfg.Config) -> None:
         loop.add_signal_handler(sig, stop.set)
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"http://{host}:{config.http_port}/"
-    where = f"trunk {config.trunk.uri}" if config.trunk else (
-        f"demo endpoint: dial {config.demo_echo_extension} (echo) or "
-        f"{config.demo_tone_extension} (tone)"
+    where = (
+        f"trunk {config.trunk.uri}"
+        if config.trunk
+        else (
+            f"demo endpoint: dial {config.demo_echo_extension} (echo) or "
+            f"{config.demo_tone_extension} (tone)"
+        )
     )
-    print(f"sipgw ready: open {url}  (SIP on {config.sip_bind}:{gateway.sip_port}, {where})",
-          flush=True)
+    print(
+        f"sipgw ready: open {url}  (SIP on {config.sip_bind}:{gateway.sip_port}, {where})",
+        flush=True,
+    )
     await stop.wait()
     log.info("shutting down: ending calls")
     await runner.cleanup()

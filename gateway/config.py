@@ -102,7 +102,9 @@ def parse_trunk(
     try:
         parsed = URI.parse(text)
     except ValueError:
-        raise ConfigError(f"trunk: {uri!r} is not a SIP URI like sip:host[:port][;transport=udp|tcp]")
+        raise ConfigError(
+            f"trunk: {uri!r} is not a SIP URI like sip:host[:port][;transport=udp|tcp]"
+        ) from None
     transport = (parsed.parameters.get("transport") or "udp").upper()
     if transport not in ("UDP", "TCP"):
         raise ConfigError(f"trunk: transport {transport.lower()!r} is not udp or tcp")

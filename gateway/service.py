@@ -85,7 +85,9 @@ class Gateway:
             return Route(target=target, peer=trunk.peer, trunk=trunk)
         assert self.demo is not None
         target = URI(scheme="sip", user=number, host="127.0.0.1", port=self.demo.port)
-        return Route(target=target, peer=Peer(TransportKind.UDP, "127.0.0.1", self.demo.port), trunk=None)
+        return Route(
+            target=target, peer=Peer(TransportKind.UDP, "127.0.0.1", self.demo.port), trunk=None
+        )
 
     def new_call(self, call_id: str, to: str, offer: str, route: Route, notify: Notify) -> Call:
         self.calls_total += 1
@@ -119,7 +121,10 @@ class Gateway:
         active = sum(len(s.calls) for s in self.sessions)
         return {
             "status": "ok",
-            "sip": {"port": self.sip_port, "transports": [k.value for k in self.ua.transport.kinds]},
+            "sip": {
+                "port": self.sip_port,
+                "transports": [k.value for k in self.ua.transport.kinds],
+            },
             "trunk": str(self.config.trunk.uri) if self.config.trunk else None,
             "demo": self.demo_info(),
             "sessions": len(self.sessions),

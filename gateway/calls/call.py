@@ -326,8 +326,13 @@ class Call:
             self._sip_media.close()
         self.ended.set_result(ended)
         self.notify(
-            {"type": "hangup", "id": self.id, "code": ended.code, "reason": ended.reason,
-             "by": ended.by}
+            {
+                "type": "hangup",
+                "id": self.id,
+                "code": ended.code,
+                "reason": ended.reason,
+                "by": ended.by,
+            }
         )
         log.info("%sended: %d %s (%s)", self.prefix, ended.code, ended.reason, ended.by)
         if dialog is not None:

@@ -39,7 +39,7 @@ def configure_ice_addresses(addresses: Sequence[str] | None) -> None:
     """
     global _ice_addresses
     _ice_addresses = list(addresses) if addresses else None
-    aioice.ice.get_host_addresses = _host_addresses  # type: ignore[assignment]
+    aioice.ice.get_host_addresses = _host_addresses
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -48,7 +48,7 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [a for a in _ice_addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
 
-class PacketSourceTrack(MediaStreamTrack):  # type: ignore[misc]
+class PacketSourceTrack(MediaStreamTrack):
     """An audio track that hands aiortc already-encoded payloads, paced by their arrival."""
 
     kind = "audio"
@@ -57,7 +57,7 @@ class PacketSourceTrack(MediaStreamTrack):  # type: ignore[misc]
     def __init__(self, clock_rate: int) -> None:
         super().__init__()
         self._time_base = fractions.Fraction(1, clock_rate)
-        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue()
 
     def push(self, payload: bytes, timestamp: int) -> None:
         if self.readyState != "live":
@@ -98,7 +98,7 @@ def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:
         except Exception:
             log.exception("browser packet handler failed")
 
-    receiver._handle_rtp_packet = handle
+    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
 
 
 def harden_transport(receiver: RTCRtpReceiver) -> None:
@@ -113,4 +113,4 @@ def harden_transport(receiver: RTCRtpReceiver) -> None:
         except (struct.error, ValueError, IndexError) as exc:
             log.debug("dropped malformed SRTP-decrypted RTP packet: %s", exc)
 
-    transport._handle_rtp_data = handle_rtp_data
+    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]

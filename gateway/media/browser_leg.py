@@ -66,9 +66,7 @@ class BrowserLeg:
         offer = sdp.restrict_offer(browser_offer, codec)
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-            transceiver = next(
-                t for t in self._pc.getTransceivers() if t.kind == "audio"
-            )
+            transceiver = next(t for t in self._pc.getTransceivers() if t.kind == "audio")
             self._track = aiortc_seam.PacketSourceTrack(codec.clock_rate)
             transceiver.sender.replaceTrack(self._track)
             if transceiver.direction in ("recvonly", "inactive"):

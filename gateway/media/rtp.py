@@ -49,12 +49,21 @@ def parse(data: bytes) -> RtpHeader:
     return RtpHeader(b1 & 0x7F, seq, ts, ssrc, bool(b1 & 0x80), data[offset:end])
 
 
-def build(payload_type: int, sequence: int, timestamp: int, ssrc: int, payload: bytes,
-          marker: bool = False) -> bytes:
-    return _HEADER.pack(
-        0x80,
-        (0x80 if marker else 0) | payload_type,
-        sequence & 0xFFFF,
-        timestamp & 0xFFFFFFFF,
-        ssrc,
-    ) + payload
+def build(
+    payload_type: int,
+    sequence: int,
+    timestamp: int,
+    ssrc: int,
+    payload: bytes,
+    marker: bool = False,
+) -> bytes:
+    return (
+        _HEADER.pack(
+            0x80,
+            (0x80 if marker else 0) | payload_type,
+            sequence & 0xFFFF,
+            timestamp & 0xFFFFFFFF,
+            ssrc,
+        )
+        + payload
+    )

@@ -22,9 +22,9 @@ from gateway.sip.auth import AuthError, Credentials, DigestClient
 from gateway.sip.dialog import Dialog, DialogState
 from gateway.sip.transaction import (
     ServerTransaction,
+    Timers,
     TransactionLayer,
     TransactionTimeout,
-    Timers,
 )
 from gateway.sip.transport import Peer, SipTransport, TransportKind
 

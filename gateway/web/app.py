@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 GATEWAY = web.AppKey("gateway", Gateway)
-SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 MAX_WS_MESSAGE = 512 * 1024
 
 
@@ -85,7 +85,8 @@ def create_app(config: Config, gateway: Gateway | None = None) -> web.Applicatio
         await app[GATEWAY].stop()
 
     async def close_sockets(app: web.Application) -> None:
-        for ws in list(app[SOCKETS]):
+        sockets: set[web.WebSocketResponse] = app[SOCKETS]
+        for ws in list(sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
 
     app.cleanup_ctx.append(services)
