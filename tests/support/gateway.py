@@ -31,7 +31,7 @@ class RunningGateway:
         return f"ws://127.0.0.1:{self.http_port}/ws"
 
 
-def test_config(**changes: Any) -> Config:
+def gateway_config(**changes: Any) -> Config:
     base = Config(
         host="127.0.0.1",
         http_port=0,
