@@ -17,6 +17,7 @@ MAGIC_COOKIE = "z9hG4bK"
 # Anything larger does not fit a UDP datagram we would accept; a bigger header block is an attack.
 MAX_MESSAGE_SIZE = 65_535
 MAX_HEADER_LINES = 200
+MAX_HEADER_BYTES = 16_384
 
 REASON_PHRASES = {
     100: "Trying",
@@ -92,6 +93,8 @@ def parse(data: bytes) -> Request | Response:
     head, sep, _ = data.partition(b"\r\n\r\n")
     if not sep:
         raise SipParseError("truncated message: no end of headers")
+    if len(head) > MAX_HEADER_BYTES:
+        raise SipParseError("header block too large")
     if head.count(b"\r\n") > MAX_HEADER_LINES:
         raise SipParseError("too many header lines")
     try:
