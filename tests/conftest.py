@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.gateway import RunningGateway, running_gateway, gateway_config
+from tests.support.gateway import RunningGateway, gateway_config, running_gateway
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_trunk
-from tests.support.gateway import RunningGateway, running_gateway, gateway_config
-from tests.support.sipp import SippUas, SippUac, sipp_available
+from tests.support.gateway import RunningGateway, gateway_config, running_gateway
+from tests.support.sipp import SippUac, SippUas, sipp_available
 from tests.support.webrtc_client import WebRtcClient
 
 pytestmark = [

@@ -26,12 +26,22 @@ class SipgwProcess:
 
 
 @contextlib.asynccontextmanager
-async def sipgw_run(args: Sequence[str] = (), *, timeout: float = 20.0) -> AsyncIterator[SipgwProcess]:
+async def sipgw_run(
+    args: Sequence[str] = (), *, timeout: float = 20.0
+) -> AsyncIterator[SipgwProcess]:
     http_port = free_tcp_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.cli", "run", "--http-port", str(http_port),
-        "--sip-port", "0", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "run",
+        "--http-port",
+        str(http_port),
+        "--sip-port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
     output = bytearray()

@@ -151,13 +151,14 @@ class WebRtcClient:
             return 0.0
         rate = self.received[-1][1]
         samples = np.concatenate([pcm for pcm, _ in self.received])
-        tail = samples[-int(seconds * rate):]
+        tail = samples[-int(seconds * rate) :]
         if np.abs(tail.astype(np.int32)).max(initial=0) < 300:
             return 0.0  # silence
         return dominant_frequency(tail, rate)
 
-    async def wait_for_tone(self, frequency: float, *, timeout: float = 8.0,
-                            tolerance: float = 20.0) -> float:
+    async def wait_for_tone(
+        self, frequency: float, *, timeout: float = 8.0, tolerance: float = 20.0
+    ) -> float:
         """Poll the recording until the tone is heard; returns the last measured frequency."""
         heard = 0.0
         with contextlib.suppress(TimeoutError):
