@@ -97,7 +97,6 @@ class BaresipPhone:
         self._tokens = itertools.count(1)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._read_task: asyncio.Task[None] | None = None
 
@@ -165,7 +164,7 @@ class BaresipPhone:
         await self.command("accept")
 
     # The timeout is part of the call for readability in tests: wait_event("X", timeout=5).
-    async def wait_event(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait_event(self, kind: str, timeout: float = 10.0) -> dict[str, Any]:
         """The oldest event of type `kind` (e.g. CALL_ESTABLISHED) not yet returned.
 
         Events are kept from the start, so an event that came before the wait is found.
@@ -281,7 +280,7 @@ class BaresipPhone:
                             f"baresip exited with {self._proc.returncode}\n{self.log_tail()}"
                         )
                     try:
-                        self._reader, self._writer = await asyncio.open_connection(HOST, ctrl_port)
+                        reader, self._writer = await asyncio.open_connection(HOST, ctrl_port)
                         break
                     except OSError:
                         # ctrl_tcp listens only once baresip has loaded its modules.
@@ -290,7 +289,7 @@ class BaresipPhone:
             raise BaresipError(
                 f"baresip control port not open within {self.start_timeout} s\n{self.log_tail()}"
             ) from None
-        self._read_task = asyncio.create_task(self._read_loop(self._reader))
+        self._read_task = asyncio.create_task(self._read_loop(reader))
 
     def _config(self, ctrl_port: int) -> str:
         with wave.open(str(self.tone_wav), "rb") as src:
