@@ -178,7 +178,7 @@ class _Sipp:
         return self._proc is not None and self._proc.returncode is None
 
     # The timeout is part of the call for readability in tests: wait(timeout=10).
-    async def wait(self, timeout: float | None = None) -> int:  # noqa: ASYNC109
+    async def wait(self, timeout: float | None = None) -> int:
         """sipp's exit code once it has ended (see the module docstring for the values).
 
         Raises SippError if it is still running after `timeout` seconds (default: its own
