@@ -106,8 +106,14 @@ def browser_offer_to_sip(
     session_id: int | None = None,
     session_version: int = 0,
     codecs: Sequence[str] = SUPPORTED_CODECS,
+    transcodable: Sequence[str] = (),
 ) -> SipOffer:
-    """A plain RTP/AVP offer carrying the browser's audio codecs, in the browser's order."""
+    """A plain RTP/AVP offer carrying the browser's audio codecs, in the browser's order.
+
+    Codecs named in `transcodable` that the browser did not offer follow the browser's
+    own: the gateway can transcode them, so a SIP peer that speaks none of the browser's
+    codecs (a G.711-only trunk against an Opus-only browser) still gets a call.
+    """
     _check_port(port)
     session = _session(address, session_id, session_version)
     browser = parse_session(browser_sdp)
@@ -120,12 +126,48 @@ def browser_offer_to_sip(
                 f"no supported codec in the browser offer (offered: {offered_names(offered)}; "
                 f"supported: {', '.join(codecs)})"
             )
+        audio = audio + _transcodable_extras(audio, events, transcodable)
         chosen = audio + events
         fmtps = {
             c.payload_type: c.fmtp for c in chosen if c.fmtp and c.name in ("opus", TELEPHONE_EVENT)
         }
         session["media"].append(_audio_media(port, chosen, fmtps, direction_of(browser, media)))
     return SipOffer(sdp=_write(session), codecs=audio, telephone_events=events)
+
+
+# RFC 3551 static payload types; Opus needs a dynamic one.
+_STATIC = {
+    "PCMU": Codec("PCMU", 8000, 1, 0),
+    "PCMA": Codec("PCMA", 8000, 1, 8),
+    "G722": Codec("G722", 8000, 1, 9),
+}
+_OPUS_FMTP = "minptime=10;useinbandfec=1"
+
+
+def _transcodable_extras(
+    audio: Sequence[Codec], events: Sequence[Codec], names: Sequence[str]
+) -> tuple[Codec, ...]:
+    have = {c.name.lower() for c in audio}
+    used = {c.payload_type for c in (*audio, *events)}
+    extras: list[Codec] = []
+    for name in names:
+        if name.lower() in have:
+            continue
+        if name in _STATIC:
+            codec = _STATIC[name]
+            if codec.payload_type in used:
+                continue
+        elif name == "opus":
+            free = next((pt for pt in range(96, 128) if pt not in used), None)
+            if free is None:
+                continue
+            codec = Codec("opus", 48000, 2, free, _OPUS_FMTP)
+        else:
+            continue
+        used.add(codec.payload_type)
+        have.add(name.lower())
+        extras.append(codec)
+    return tuple(extras)
 
 
 def restrict_offer(browser_sdp: str, keep: Codec) -> str:

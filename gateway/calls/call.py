@@ -138,7 +138,10 @@ class Call:
             return
         try:
             self._sip_offer = sdp.browser_offer_to_sip(
-                self.offer, address=self.config.advertised_address, port=media.port
+                self.offer,
+                address=self.config.advertised_address,
+                port=media.port,
+                transcodable=sdp.SUPPORTED_CODECS,
             )
         except sdp.SdpError as exc:
             self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})

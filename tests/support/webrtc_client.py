@@ -16,7 +16,13 @@ from typing import Any
 import aiohttp
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 from tests.support.audio import dominant_frequency
@@ -52,9 +58,11 @@ class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
 
 
 class WebRtcClient:
-    def __init__(self, url: str, *, tone: float = 1000.0) -> None:
+    def __init__(self, url: str, *, tone: float = 1000.0, codecs: tuple[str, ...] = ()) -> None:
         self.url = url
         self.tone = tone
+        # MIME subtypes to offer, in order (e.g. ("opus",)); empty: aiortc's defaults.
+        self.codecs = codecs
         self.messages: list[dict[str, Any]] = []
         self.received: list[np.ndarray] = []
         self._session: aiohttp.ClientSession | None = None
@@ -120,7 +128,17 @@ class WebRtcClient:
 
     async def make_offer(self) -> str:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.pc.addTrack(ToneTrack(self.tone))
+        sender = self.pc.addTrack(ToneTrack(self.tone))
+        if self.codecs:
+            capabilities = RTCRtpSender.getCapabilities("audio").codecs
+            wanted = [
+                c
+                for name in self.codecs
+                for c in capabilities
+                if c.mimeType.lower() == f"audio/{name.lower()}"
+            ]
+            transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
+            transceiver.setCodecPreferences(wanted)
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
