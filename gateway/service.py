@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipmessage import URI
 
@@ -16,6 +17,9 @@ from gateway.media.ports import PortAllocator
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
 from gateway.sip.ua import UserAgent
+
+if TYPE_CHECKING:
+    from gateway.signaling.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,7 @@ class Gateway:
                 tone_frequency=config.demo_tone_frequency,
                 timers=self.timers,
             )
-        self.sessions: set[Any] = set()
+        self.sessions: set[Session] = set()
         self.calls_total = 0
 
     async def start(self) -> None:
@@ -57,6 +61,12 @@ class Gateway:
         await self.ua.start()
         if self.demo is not None:
             await self.demo.start()
+
+    async def end_calls(self, reason: str) -> None:
+        await asyncio.gather(
+            *(session.end_calls(reason) for session in list(self.sessions)),
+            return_exceptions=True,
+        )
 
     async def stop(self) -> None:
         for session in list(self.sessions):

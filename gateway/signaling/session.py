@@ -40,12 +40,14 @@ class Session:
     async def _write(self) -> None:
         while True:
             message = await self._outbox.get()
-            if message is None:
-                return
             try:
+                if message is None:
+                    return
                 await self._send(message)
             except (ConnectionError, RuntimeError) as exc:
                 log.debug("session %s: send failed: %s", self.id, exc)
+            finally:
+                self._outbox.task_done()
 
     def error(self, code: str, message: str, call_id: str | None = None) -> None:
         reply: dict[str, Any] = {"type": "error", "code": code, "message": message}
@@ -112,9 +114,15 @@ class Session:
         if self.calls.get(call_id) is call:
             del self.calls[call_id]
 
-    async def close(self) -> None:
-        """The socket closed or the gateway stops: end every call (BYE/CANCEL), then the writer."""
+    async def end_calls(self, reason: str) -> None:
+        """End every call (BYE or CANCEL), then let the page read why before anything closes."""
         calls = list(self.calls.values())
-        await asyncio.gather(*(c.close() for c in calls), return_exceptions=True)
+        await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+        if not self._writer.done():
+            await asyncio.wait([asyncio.ensure_future(self._outbox.join())], timeout=2)
+
+    async def close(self) -> None:
+        """The socket closed or the gateway stops: end every call, then the writer."""
+        await self.end_calls("Browser disconnected")
         self._outbox.put_nowait(None)
         await self._writer

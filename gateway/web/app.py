@@ -85,6 +85,8 @@ def create_app(config: Config, gateway: Gateway | None = None) -> web.Applicatio
         await app[GATEWAY].stop()
 
     async def close_sockets(app: web.Application) -> None:
+        # Calls first, so each page hears why its call ended before its socket closes.
+        await app[GATEWAY].end_calls("Gateway shutting down")
         sockets: set[web.WebSocketResponse] = app[SOCKETS]
         for ws in list(sockets):
             await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
