@@ -181,3 +181,19 @@ async def test_answers_options() -> None:
         target = f"127.0.0.1:{running.gateway.sip_port}"
         async with SippUac("uac_options", target=target) as uac:
             assert await uac.wait(timeout=10) == 0, uac.summary()
+
+
+async def test_call_over_tcp_with_audio() -> None:
+    async with SippUas("uas_answer_wait_bye", transport="t1") as uas:
+        trunk = parse_trunk(f"sip:127.0.0.1:{uas.port};transport=tcp")
+        async with running_gateway(gateway_config(trunk=trunk)) as running:
+            async with WebRtcClient(running.ws_url, tone=1000) as client:
+                call_id = await connected_call(client)
+                heard = await client.wait_for_tone(1000)
+                assert abs(heard - 1000) < 20
+                await client.send({"type": "hangup", "id": call_id})
+                await client.expect("hangup")
+                assert await uas.wait(timeout=10) == 0, uas.summary()
+            await assert_released(running)
+    invite = uas.received("INVITE")[0]
+    assert "SIP/2.0/TCP" in invite and ";transport=tcp" in invite  # Via and Contact
