@@ -7,6 +7,7 @@ every transaction needs (RFC 3261 section 8.1.1) are present and well formed.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ MAGIC_COOKIE = "z9hG4bK"
 MAX_MESSAGE_SIZE = 65_535
 MAX_HEADER_LINES = 200
 MAX_HEADER_BYTES = 16_384
+# RFC 3261 section 7.3.1: a line starting with whitespace continues the previous header field.
+_FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -86,11 +89,25 @@ def _check_answerable(message: Request | Response) -> None:
     message.to_address  # noqa: B018
 
 
+def _normalise_head(head: bytes) -> bytes:
+    """Unfold continuation lines and drop whitespace before colons (RFC 3261 section 7.3.1).
+
+    sipmessage splits lines on CRLF and names on the first colon, so without this a folded
+    value is rejected, or worse, its continuation becomes a header of its own.
+    """
+    lines = _FOLD.sub(b" ", head).split(b"\r\n")
+    for index in range(1, len(lines)):
+        name, colon, value = lines[index].partition(b":")
+        if colon:
+            lines[index] = name.rstrip(b" \t") + b": " + value.strip(b" \t")
+    return b"\r\n".join(lines)
+
+
 def parse(data: bytes) -> Request | Response:
     """Parse one complete SIP message, raising SipParseError with a reason fit for a 400."""
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError("message too large")
-    head, sep, _ = data.partition(b"\r\n\r\n")
+    head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
         raise SipParseError("truncated message: no end of headers")
     if len(head) > MAX_HEADER_BYTES:
@@ -98,7 +115,7 @@ def parse(data: bytes) -> Request | Response:
     if head.count(b"\r\n") > MAX_HEADER_LINES:
         raise SipParseError("too many header lines")
     try:
-        message = Message.parse(data)
+        message = Message.parse(_normalise_head(head) + sep + body)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:
         raise SipParseError(f"unparseable message: {exc}") from None
     try:
