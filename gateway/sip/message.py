@@ -109,6 +109,8 @@ def parse(data: bytes) -> Request | Response:
         raise SipParseError("message too large")
     head, sep, body = data.partition(b"\r\n\r\n")
     if not sep:
+        if b"\n\n" in data:
+            raise SipParseError("bare LF line ends: SIP lines end with CRLF (RFC 3261 section 7)")
         raise SipParseError("truncated message: no end of headers")
     if len(head) > MAX_HEADER_BYTES:
         raise SipParseError("header block too large")
