@@ -120,6 +120,9 @@ def parse(data: bytes) -> Request | Response:
         message = Message.parse(_normalise_head(head) + sep + body)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:
         raise SipParseError(f"unparseable message: {exc}") from None
+    if isinstance(message, Response) and not 100 <= message.code <= 699:
+        # RFC 4475 section 3.1.2.19: a status code outside 100-699 is dropped.
+        raise SipParseError(f"status code {message.code} out of range")
     try:
         _check_answerable(message)
     except (ValueError, KeyError) as exc:
