@@ -19,6 +19,8 @@ MAGIC_COOKIE = "z9hG4bK"
 MAX_MESSAGE_SIZE = 65_535
 MAX_HEADER_LINES = 200
 MAX_HEADER_BYTES = 16_384
+# RFC 3261 section 8.1.1.5 and 20.16: a CSeq number fits in 32 bits.
+MAX_CSEQ = 2**32 - 1
 # RFC 3261 section 7.3.1: a line starting with whitespace continues the previous header field.
 _FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 
@@ -131,6 +133,8 @@ def parse(data: bytes) -> Request | Response:
         cseq = message.cseq
     except (ValueError, KeyError):
         raise SipParseError("bad CSeq header", _answerable_or_none(message)) from None
+    if cseq.sequence > MAX_CSEQ:
+        raise SipParseError("CSeq number too large", _answerable_or_none(message))
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method", message)
     length = message.headers.get("Content-Length")
