@@ -23,6 +23,8 @@ MAX_HEADER_BYTES = 16_384
 MAX_CSEQ = 2**32 - 1
 # RFC 3261 section 7.3.1: a line starting with whitespace continues the previous header field.
 _FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
+# Headers that may appear once: two values (RFC 4475 mcl01, multi01) leave the message ambiguous.
+_SINGLE_HEADERS = ("From", "To", "Call-ID", "CSeq", "Content-Length")
 
 REASON_PHRASES = {
     100: "Trying",
@@ -129,6 +131,9 @@ def parse(data: bytes) -> Request | Response:
         _check_answerable(message)
     except (ValueError, KeyError) as exc:
         raise SipParseError(str(exc) or "bad header") from None
+    for name in _SINGLE_HEADERS:
+        if len(message.headers.getlist(name)) > 1:
+            raise SipParseError(f"more than one {name} header", _answerable_or_none(message))
     try:
         cseq = message.cseq
     except (ValueError, KeyError):
