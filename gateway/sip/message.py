@@ -147,8 +147,10 @@ def parse(data: bytes) -> Request | Response:
         try:
             declared = int(length)
         except ValueError:
-            raise SipParseError("bad Content-Length header", _answerable_or_none(message)) from None
-        if declared < 0 or declared > len(message.body):
+            declared = -1
+        if declared < 0:
+            raise SipParseError("bad Content-Length header", _answerable_or_none(message))
+        if declared > len(message.body):
             raise SipParseError("body shorter than Content-Length", _answerable_or_none(message))
         # RFC 3261 section 18.3: bytes past Content-Length are discarded.
         message.body = message.body[:declared]
