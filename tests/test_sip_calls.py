@@ -197,3 +197,21 @@ async def test_call_over_tcp_with_audio() -> None:
             await assert_released(running)
     invite = uas.received("INVITE")[0]
     assert "SIP/2.0/TCP" in invite and ";transport=tcp" in invite  # Via and Contact
+
+
+async def test_early_media_is_heard_before_the_answer() -> None:
+    # 4 s of early media outlasts Timer B (3.2 s with the tests' T1): it must not end the call.
+    async with SippUas("uas_early_media", keys={"early_ms": "4000"}) as uas:
+        async with gateway_to(uas) as running, WebRtcClient(running.ws_url, tone=1000) as client:
+            call_id = await client.call("100")
+            progress = await client.expect("progress")
+            await client.accept_answer(progress)
+            # sipp echoes during the 183: the tone comes back before any 200 OK.
+            heard = await client.wait_for_tone(1000)
+            assert abs(heard - 1000) < 20
+            assert not [m for m in client.messages if m["type"] == "answer"]
+            answer = await client.expect("answer")
+            assert answer["sdp"] == progress["sdp"]
+            await client.send({"type": "hangup", "id": call_id})
+            await client.expect("hangup")
+            assert await uas.wait(timeout=10) == 0, uas.summary()

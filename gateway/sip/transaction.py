@@ -170,8 +170,10 @@ class ClientTransaction(_Transaction):
             ):
                 self.provisional_seen = True
                 if self.is_invite:
-                    # Section 17.1.1.2: a provisional response stops Timer A.
+                    # Section 17.1.1.2: a provisional response stops Timer A, and Timer B
+                    # only runs in Calling: how long a call may ring is the TU's business.
                     self._stop_timer("retransmit")
+                    self._stop_timer("timeout")
                 self._set_state(TransactionState.PROCEEDING)
                 self._deliver(response)
             return
