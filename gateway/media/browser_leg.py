@@ -75,7 +75,8 @@ class BrowserLeg:
             answer = await self._pc.createAnswer()
             await self._pc.setLocalDescription(answer)
             aiortc_seam.harden_transport(transceiver.receiver)
-        except (ValueError, StopIteration, AttributeError, KeyError) as exc:
+        except Exception as exc:
+            # aiortc raises a variety of types for offers it dislikes; all mean the same here.
             raise BrowserMediaError(f"cannot answer the browser offer: {exc}") from exc
         self.codec = codec
         return str(self._pc.localDescription.sdp)

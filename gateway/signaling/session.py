@@ -62,6 +62,10 @@ class Session:
         except ProtocolError as exc:
             log.info("session %s: %s: %s", self.id, exc.code, exc.message)
             self.error(exc.code, exc.message, exc.call_id)
+        except Exception:
+            # A bug must cost one request, not the page's socket and its other calls.
+            log.exception("session %s: internal error", self.id)
+            self.error("internal", "the gateway could not handle this message")
 
     async def _handle(self, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Hello):
