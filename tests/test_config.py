@@ -18,6 +18,8 @@ from tests.support.webrtc_client import WebRtcClient
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_EXAMPLE = EXAMPLES / "sipgw.toml"
 TRUNK_EXAMPLE = EXAMPLES / "sipgw-trunk.toml"
+CONFIGURATION_DOC = EXAMPLES.parent / "docs" / "configuration.md"
+DOC_TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", CONFIGURATION_DOC.read_text(), re.DOTALL)
 
 # Every key from_mapping reads, by section; the demo example must name each of them.
 KEYS = {
@@ -92,6 +94,15 @@ async def test_demo_example_makes_a_call_to_the_echo_extension() -> None:
             await client.accept_answer(await client.expect("answer"))
             heard = await client.wait_for_tone(1000)
             assert abs(heard - 1000) < 20, f"heard {heard:.0f} Hz through the echo extension"
+
+
+@pytest.mark.parametrize("block", DOC_TOML_BLOCKS, ids=lambda b: b.split("\n", 1)[0])
+def test_configuration_doc_examples_load(block: str) -> None:
+    from_mapping(tomllib.loads(block))
+
+
+def test_configuration_doc_has_toml_examples() -> None:
+    assert len(DOC_TOML_BLOCKS) >= 3
 
 
 # --- validation errors ------------------------------------------------------------------
