@@ -114,6 +114,7 @@ class ClientTransaction(_Transaction):
         self.provisional_seen = False
         self._interval = layer.timers.t1
         self._ack: Request | None = None
+        self._cancel_sent = False
 
     def start(self) -> None:
         first = TransactionState.CALLING if self.is_invite else TransactionState.TRYING
@@ -154,6 +155,14 @@ class ClientTransaction(_Transaction):
             )
         self._set_state(TransactionState.TERMINATED)
 
+    def cancel_sent(self) -> None:
+        """Section 9.1: with no final response 64*T1 after CANCEL, give the INVITE up."""
+        if not self.is_invite or self._cancel_sent:
+            return
+        self._cancel_sent = True
+        if self.state in (TransactionState.CALLING, TransactionState.PROCEEDING):
+            self._start_timer("timeout", self.layer.timers.timeout, self._on_timeout)
+
     def abort(self) -> None:
         """The transport failed or the owner is shutting down."""
         if not self.final.done():
@@ -173,7 +182,8 @@ class ClientTransaction(_Transaction):
                     # Section 17.1.1.2: a provisional response stops Timer A, and Timer B
                     # only runs in Calling: how long a call may ring is the TU's business.
                     self._stop_timer("retransmit")
-                    self._stop_timer("timeout")
+                    if not self._cancel_sent:
+                        self._stop_timer("timeout")
                 self._set_state(TransactionState.PROCEEDING)
                 self._deliver(response)
             return
@@ -399,6 +409,10 @@ class TransactionLayer:
         tx = ClientTransaction(self, request, peer, on_response)
         self._clients[(tx.branch, request.method)] = tx
         tx.start()
+        if request.method == "CANCEL":
+            invite = self._clients.get((tx.branch, "INVITE"))
+            if invite is not None:
+                invite.cancel_sent()
         return tx
 
     def send_ack(self, ack: Request, peer: Peer) -> None:
