@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--trunk-user", help="username for digest authentication at the trunk")
     run.add_argument("--trunk-password", help="password for digest authentication at the trunk")
-    run.add_argument("--public-address", help="address to put in Contact/Via/SDP (NAT)")
+    run.add_argument("--public-address", help="address put in Contact, Via and SDP when behind NAT")
     run.add_argument("--rtp-ports", metavar="MIN-MAX", help="RTP port range (default 20000-30000)")
     run.add_argument(
         "--ice-address",
@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         "is loopback, else every interface)",
     )
     run.add_argument("--no-answer-timeout", type=float, help="seconds to ring (default 60)")
-    run.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: SIP)")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: debug logging of calls and media; -vv: also every SIP message",
+    )
     return parser
 
 
@@ -72,17 +78,9 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         value = getattr(args, flag)
         if value is not None:
             changes[key] = value
-    if args.trunk:
-        existing = config.trunk
-        changes["trunk"] = cfg.parse_trunk(
-            args.trunk,
-            username=args.trunk_user
-            or (existing.credentials.username if existing and existing.credentials else None),
-            password=args.trunk_password
-            or (existing.credentials.password if existing and existing.credentials else None),
-        )
-    elif args.trunk_user or args.trunk_password:
-        raise cfg.ConfigError("--trunk-user/--trunk-password need --trunk")
+    trunk = _trunk_from_args(args, config.trunk)
+    if trunk is not config.trunk:
+        changes["trunk"] = trunk
     if args.rtp_ports:
         try:
             low, high = (int(p) for p in args.rtp_ports.split("-", 1))
@@ -94,6 +92,27 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
     config = replace(config, **changes)  # type: ignore[arg-type]
     cfg.validate(config)
     return config
+
+
+def _trunk_from_args(args: argparse.Namespace, file_trunk: cfg.Trunk | None) -> cfg.Trunk | None:
+    """--trunk replaces the file's URI; credentials and From settings not given are kept."""
+    if not (args.trunk or args.trunk_user or args.trunk_password):
+        return file_trunk
+    if not args.trunk and file_trunk is None:
+        raise cfg.ConfigError("--trunk-user/--trunk-password need --trunk (or [trunk] in the file)")
+    old = file_trunk.credentials if file_trunk else None
+    username = args.trunk_user or (old.username if old else None)
+    password = args.trunk_password or (old.password if old else None)
+    if args.trunk_password and not username:
+        raise cfg.ConfigError("--trunk-password needs --trunk-user")
+    return cfg.parse_trunk(
+        args.trunk or str(file_trunk.uri if file_trunk else ""),
+        username=username,
+        password=password,
+        realm=old.realm if old else None,
+        from_user=file_trunk.from_user if file_trunk and file_trunk.from_user != "sipgw" else None,
+        from_domain=file_trunk.from_domain if file_trunk else None,
+    )
 
 
 async def serve(config: cfg.Config) -> None:
@@ -129,9 +148,10 @@ async def serve(config: cfg.Config) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:
+        # Whole SIP messages at DEBUG drown everything else; -vv asks for them.
         logging.getLogger("gateway.sip.transport").setLevel(logging.INFO)
     for noisy in ("aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,6 @@ class Config:
     demo_echo_extension: str = "600"
     demo_tone_extension: str = "601"
     demo_tone_frequency: float = 440.0
-    log_level: str = "INFO"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sip_bind(self) -> str:
@@ -98,7 +96,9 @@ def parse_trunk(
     from_user: str | None = None,
     from_domain: str | None = None,
 ) -> Trunk:
-    text = uri if uri.startswith(("sip:", "sips:")) else f"sip:{uri}"
+    if uri.startswith("sips:"):
+        raise ConfigError("trunk: sips: (SIP over TLS) is not supported yet; use sip:")
+    text = uri if uri.startswith("sip:") else f"sip:{uri}"
     try:
         parsed = URI.parse(text)
     except ValueError:
@@ -121,11 +121,60 @@ def parse_trunk(
     )
 
 
+_KEYS = {
+    "server": {"host", "http_port"},
+    "sip": {"host", "port", "transports", "public_address", "t1"},
+    "trunk": {"uri", "username", "password", "realm", "from_user", "from_domain"},
+    "media": {"rtp_port_min", "rtp_port_max", "ice_addresses", "ice_servers"},
+    "calls": {"no_answer_timeout"},
+    "demo": {"echo_extension", "tone_extension", "tone_frequency"},
+}
+
+
 def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(f"[{name}] must be a table")
+    unknown = sorted(set(value) - _KEYS[name])
+    if unknown:
+        # A typo must not silently fall back to a default.
+        raise ConfigError(f"unknown key(s): {', '.join(f'{name}.{k}' for k in unknown)}")
     return value
+
+
+def _string_list(section: str, table: dict[str, Any], key: str) -> list[str] | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{section}.{key} must be a list of strings, not {value!r}")
+    return value
+
+
+def _ice_servers(media: dict[str, Any]) -> tuple[IceServer, ...]:
+    entries = media.get("ice_servers", [])
+    if not isinstance(entries, list):
+        raise ConfigError("media.ice_servers must be a list of tables")
+    servers = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("urls"), str | list):
+            raise ConfigError(
+                f"media.ice_servers entries must be tables with urls, like "
+                f'{{ urls = "turn:host:3478", username = "u", credential = "p" }}, not {entry!r}'
+            )
+        urls = entry["urls"]
+        urls = [urls] if isinstance(urls, str) else urls
+        if not urls or not all(isinstance(u, str) for u in urls):
+            raise ConfigError("media.ice_servers urls must be strings")
+        for key in ("username", "credential"):
+            if key in entry and not isinstance(entry[key], str):
+                raise ConfigError(f"media.ice_servers {key} must be a string")
+        servers.append(
+            IceServer(
+                urls=tuple(urls), username=entry.get("username"), credential=entry.get("credential")
+            )
+        )
+    return tuple(servers)
 
 
 def _typed(section: str, table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -150,7 +199,7 @@ def from_toml(path: Path) -> Config:
 
 
 def from_mapping(data: dict[str, Any]) -> Config:
-    known = {"server", "sip", "trunk", "media", "calls", "demo", "log"}
+    known = set(_KEYS)
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
@@ -174,18 +223,14 @@ def from_mapping(data: dict[str, Any]) -> Config:
             from_user=_typed("trunk", trunk_table, "from_user", str, None),
             from_domain=_typed("trunk", trunk_table, "from_domain", str, None),
         )
-    ice_servers = tuple(
-        IceServer(
-            urls=tuple([s["urls"]] if isinstance(s.get("urls"), str) else s.get("urls", ())),
-            username=s.get("username"),
-            credential=s.get("credential"),
-        )
-        for s in media.get("ice_servers", [])
-    )
-    ice_addresses = media.get("ice_addresses")
-    transports = tuple(
-        TransportKind(t.upper()) for t in _typed("sip", sip, "transports", list, ["udp", "tcp"])
-    )
+    ice_servers = _ice_servers(media)
+    ice_addresses = _string_list("media", media, "ice_addresses")
+    names = _string_list("sip", sip, "transports")
+    if names is None:
+        names = ["udp", "tcp"]
+    if not names or not {n.upper() for n in names} <= {"UDP", "TCP"}:
+        raise ConfigError(f"sip.transports may hold udp and tcp only, not {names!r}")
+    transports = tuple(dict.fromkeys(TransportKind(n.upper()) for n in names))
     config = replace(
         d,
         host=_typed("server", server, "host", str, d.host),
@@ -210,8 +255,19 @@ def from_mapping(data: dict[str, Any]) -> Config:
 
 
 def validate(config: Config) -> None:
-    if not 1024 <= config.rtp_port_min < config.rtp_port_max <= 65535:
-        raise ConfigError("media.rtp_port_min/max must be a range within 1024-65535")
+    if not (
+        1024 <= config.rtp_port_min and config.rtp_port_min + 2 <= config.rtp_port_max <= 65535
+    ):
+        raise ConfigError(
+            "media.rtp_port_min/max must be a range within 1024-65535 holding at least one "
+            "RTP/RTCP port pair"
+        )
+    if not 0 <= config.sip_port <= 65535:
+        raise ConfigError("sip.port must be 0-65535 (0: any free port)")
+    if not 0 <= config.http_port <= 65535:
+        raise ConfigError("server.http_port must be 0-65535")
+    if config.sip_t1 <= 0:
+        raise ConfigError("sip.t1 must be positive")
     if config.no_answer_timeout <= 0:
         raise ConfigError("calls.no_answer_timeout must be positive")
     if not config.sip_transports:

@@ -41,7 +41,11 @@ class Gateway:
         self.timers = Timers(t1=config.sip_t1)
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
         self.ua = UserAgent(
-            config.sip_bind, config.sip_port, timers=self.timers, kinds=config.sip_transports
+            config.sip_bind,
+            config.sip_port,
+            timers=self.timers,
+            kinds=config.sip_transports,
+            advertised_host=config.advertised_address,
         )
         self.demo: DemoEndpoint | None = None
         if config.demo_mode:

@@ -314,25 +314,21 @@ def test_advertised_address() -> None:
 # --- known gaps in gateway/config.py (reported; strict so a fix shows up here) -----------
 
 
-@pytest.mark.xfail(strict=True, reason="from_mapping ignores unknown keys inside a section")
 def test_unknown_key_is_named() -> None:
     with pytest.raises(ConfigError, match=re.escape("server.http-port")):
         from_mapping({"server": {"http-port": 8081}})
 
 
-@pytest.mark.xfail(strict=True, reason="sip.transports items are not checked: ValueError")
 def test_unknown_sip_transport_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=re.escape("sip.transports")):
         from_mapping({"sip": {"transports": ["udp", "tls"]}})
 
 
-@pytest.mark.xfail(strict=True, reason="media.ice_servers entries are not checked")
 def test_bad_ice_server_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=re.escape("media.ice_servers")):
         from_mapping({"media": {"ice_servers": ["stun:stun.example.com"]}})
 
 
-@pytest.mark.xfail(strict=True, reason="media.ice_addresses as a string becomes characters")
 def test_ice_addresses_string_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=re.escape("media.ice_addresses")):
         from_mapping({"media": {"ice_addresses": "127.0.0.1"}})

@@ -215,3 +215,16 @@ async def test_early_media_is_heard_before_the_answer() -> None:
             await client.send({"type": "hangup", "id": call_id})
             await client.expect("hangup")
             assert await uas.wait(timeout=10) == 0, uas.summary()
+
+
+async def test_public_address_goes_into_via_contact_and_sdp() -> None:
+    async with SippUas("uas_busy") as uas, gateway_to(uas, public_address="127.0.0.9") as running:
+        async with WebRtcClient(running.ws_url) as client:
+            await client.call("100", sdp=CHROME_OFFER)
+            await client.expect("hangup")
+            assert await uas.wait(timeout=10) == 0, uas.summary()
+    invite = uas.received("INVITE")[0]
+    port = running.gateway.sip_port
+    assert f"SIP/2.0/UDP 127.0.0.9:{port};" in invite
+    assert f"@127.0.0.9:{port}>" in invite  # Contact
+    assert "c=IN IP4 127.0.0.9" in invite

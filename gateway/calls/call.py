@@ -219,6 +219,10 @@ class Call:
         return self._browser_answer
 
     async def _on_answered(self, outcome: Answered) -> None:
+        if self.ended.done():
+            # The call ended (ICE failure, shutdown) while the 200 was on its way.
+            await self.ua.bye(outcome.dialog)
+            return
         self._dialog = outcome.dialog
         self.ua.register_dialog(outcome.dialog, self)
         if not self.active:
@@ -323,6 +327,8 @@ class Call:
         if self._no_answer is not None:
             self._no_answer.cancel()
         dialog, self._dialog = self._dialog, None
+        if dialog is None and self._invite is not None:
+            self._invite.cancel()  # no-op unless the INVITE is still pending
         if self._bridge is not None:
             self._bridge.stop()
         if self._sip_media is not None:

@@ -382,7 +382,7 @@ class TransactionLayer:
     def via_for(self, peer: Peer, branch: str | None = None) -> Via:
         return Via(
             transport=peer.transport.value,
-            host=self.transport.host,
+            host=self.transport.advertised_host,
             port=self.transport.port,
             parameters=Parameters(branch=branch or sipmsg.new_branch(), rport=None),
         )
@@ -394,7 +394,7 @@ class TransactionLayer:
         uri = URI(
             scheme="sip",
             user=user,
-            host=self.transport.host,
+            host=self.transport.advertised_host,
             port=self.transport.port,
             parameters=params,
         )

@@ -71,6 +71,8 @@ class SipTransport:
         kinds: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP),
     ) -> None:
         self.host = host
+        # What Via and Contact carry: the bind address unless NAT or 0.0.0.0 needs another.
+        self.advertised_host = host
         self._requested_port = port
         self.on_message = on_message
         self.kinds = kinds

@@ -100,7 +100,7 @@ class OutgoingInvite:
         self.from_address = sipmsg.with_tag(from_address, sipmsg.new_tag())
         self.to_address = to_address
         self.sdp = sdp
-        self.call_id = sipmsg.new_call_id(ua.transport.host)
+        self.call_id = sipmsg.new_call_id(ua.transport.advertised_host)
         self.on_provisional = on_provisional
         self.extra_headers = extra_headers
         self.state = InviteState.CALLING
@@ -309,8 +309,11 @@ class UserAgent:
         timers: Timers | None = None,
         user_agent: str = "sipgw",
         kinds: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP),
+        advertised_host: str | None = None,
     ) -> None:
         self.transport = SipTransport(host, port, kinds=kinds)
+        if advertised_host:
+            self.transport.advertised_host = advertised_host
         self.tl = TransactionLayer(self.transport, timers or Timers())
         self.tl.on_request = self._on_request
         self.tl.on_stray_response = self._on_stray_response
