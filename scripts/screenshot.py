@@ -1,6 +1,6 @@
 """Regenerate docs/softphone-connected.png: the page during a connected call to 600.
 
-    unshare -n sh -c 'ip link set lo up && exec python3 scripts/screenshot.py'
+unshare -n sh -c 'ip link set lo up && exec python3 scripts/screenshot.py'
 """
 
 from __future__ import annotations
