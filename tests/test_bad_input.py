@@ -153,3 +153,15 @@ async def test_websocket_closed_mid_call_ends_the_call(demo_gateway: RunningGate
     async with asyncio.timeout(5):
         while gateway.ports.in_use or gateway.ua.dialog_count or gateway.demo.ua.dialog_count:  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("length", [b"-5", b"12\r\nContent-Length: 0", b"abc"])
+async def test_tcp_bad_content_length_closes_the_connection(
+    demo_gateway: RunningGateway, length: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", demo_gateway.gateway.sip_port)
+    writer.write(
+        b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h\r\nContent-Length: " + length + b"\r\n\r\n"
+    )
+    assert await asyncio.wait_for(reader.read(), 2) == b""
+    writer.close()

@@ -421,6 +421,9 @@ class TransactionLayer:
             ack.headers.set("Via", str(self.via_for(peer)))
         self.transport.send(ack, peer)
 
+    def find_client(self, branch: str, method: str) -> ClientTransaction | None:
+        return self._clients.get((branch, method))
+
     def find_server(self, branch: str, method: str) -> ServerTransaction | None:
         return self._servers.get((branch, method))
 

@@ -239,7 +239,7 @@ class SipTransport:
         length = _content_length(head)
         if length is None:
             # RFC 3261 section 18.3: mandatory on streams, or the next message cannot be found.
-            raise _FramingError("no Content-Length on a stream transport")
+            raise _FramingError("no single valid Content-Length on a stream transport")
         if length > sipmsg.MAX_MESSAGE_SIZE:
             raise _FramingError("Content-Length too large")
         body = await reader.readexactly(length) if length else b""
@@ -251,11 +251,13 @@ class _FramingError(Exception):
 
 
 def _content_length(head: bytes) -> int | None:
+    """The one Content-Length of a header block; None when absent, unreadable or repeated,
+    since a stream whose framing is in doubt cannot be trusted for the next message."""
+    found: list[bytes] = []
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
         if sep and name.strip().lower() in (b"content-length", b"l"):
-            try:
-                return int(value.strip())
-            except ValueError:
-                return None
-    return None
+            found.append(value.strip())
+    if len(found) != 1 or not found[0].isdigit():
+        return None
+    return int(found[0])

@@ -207,7 +207,7 @@ class OutgoingInvite:
         request = self._request
         if request is None:
             return
-        tx = self.ua.tl._clients.get((sipmsg.branch_of(request), "INVITE"))
+        tx = self.ua.tl.find_client(sipmsg.branch_of(request), "INVITE")
         if tx is not None and tx.provisional_seen:
             self._send_cancel()
 
