@@ -228,3 +228,15 @@ async def test_public_address_goes_into_via_contact_and_sdp() -> None:
     assert f"SIP/2.0/UDP 127.0.0.9:{port};" in invite
     assert f"@127.0.0.9:{port}>" in invite  # Contact
     assert "c=IN IP4 127.0.0.9" in invite
+
+
+async def test_redirect_is_followed_to_the_new_target() -> None:
+    async with SippUas("uas_answer_wait_bye") as moved:
+        async with SippUas("uas_redirect", keys={"target_port": str(moved.port)}) as first:
+            async with gateway_to(first) as running, WebRtcClient(running.ws_url) as client:
+                call_id = await connected_call(client)
+                await client.send({"type": "hangup", "id": call_id})
+                await client.expect("hangup")
+                assert await first.wait(timeout=10) == 0, first.summary()
+                assert await moved.wait(timeout=10) == 0, moved.summary()
+    assert moved.received("INVITE sip:moved@127.0.0.1")

@@ -19,7 +19,7 @@ from sipmessage import URI, Address, Request, Response
 
 from gateway.sip import message as sipmsg
 from gateway.sip.auth import AuthError, Credentials, DigestClient
-from gateway.sip.dialog import Dialog, DialogState
+from gateway.sip.dialog import Dialog, DialogState, peer_for_uri
 from gateway.sip.transaction import (
     ServerTransaction,
     Timers,
@@ -80,6 +80,7 @@ class OutgoingInvite:
     """One INVITE client session, from the first INVITE to the 2xx ACK or the failure."""
 
     MAX_AUTH_ATTEMPTS = 2
+    MAX_REDIRECTS = 3
 
     def __init__(
         self,
@@ -141,6 +142,7 @@ class OutgoingInvite:
     async def run(self) -> InviteOutcome:
         request = self._build()
         attempts = 0
+        redirects = 0
         while True:
             self._request = request
             tx = self.ua.tl.send_request(request, self.peer, self._on_response)
@@ -160,8 +162,29 @@ class OutgoingInvite:
                     continue
                 except AuthError as exc:
                     log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
+            target = self._redirect_target(response)
+            if target is not None and redirects < self.MAX_REDIRECTS:
+                # Section 8.1.3.4: retry at the Contact, same Call-ID and From tag, new CSeq.
+                redirects += 1
+                log.info("INVITE %s: %d redirects to %s", self.call_id, response.code, target)
+                self.target, self.peer = target, peer_for_uri(target, self.peer)
+                self._cseq += 1
+                request = self._build()
+                continue
             self._set_state(InviteState.FAILED)
             return Failed(response.code, response.phrase)
+
+    def _redirect_target(self, response: Response) -> URI | None:
+        if not 300 <= response.code < 400 or self._cancel_requested:
+            return None
+        try:
+            contacts = response.contact
+        except ValueError:
+            return None
+        for contact in contacts:
+            if contact.uri.scheme == "sip":
+                return contact.uri
+        return None
 
     def _rebuild(self) -> Request:
         """Same Call-ID and From tag, next CSeq, new branch (section 22.2)."""
