@@ -21,22 +21,54 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Trunk:
-    """Where outbound calls go: a SIP trunk, a PBX, or a proxy."""
+    """A SIP account or trunk: where outbound calls go, and maybe where we register."""
 
     uri: URI
     credentials: Credentials | None = None
     # The user part and domain of From; the trunk decides what it accepts.
     from_user: str = "sipgw"
     from_domain: str | None = None
+    name: str = "trunk"
+    register: bool = False
+    expires: int = 600
+    outbound_proxy: URI | None = None
+    # Dialled numbers (after normalisation) starting with one of these go to this account.
+    prefixes: tuple[str, ...] = ()
+    # Carriers that want the caller's identity asserted (RFC 3325) get P-Asserted-Identity.
+    asserted_identity: bool = False
+    # Whether the far end may transfer our users elsewhere with REFER.
+    allow_refer: bool = False
 
     @property
     def peer(self) -> Peer:
-        transport = (self.uri.parameters.get("transport") or "udp").upper()
-        return Peer(TransportKind(transport), self.uri.host.strip("[]"), self.uri.port or 5060)
+        hop = self.outbound_proxy or self.uri
+        transport = (hop.parameters.get("transport") or "udp").upper()
+        return Peer(TransportKind(transport), hop.host.strip("[]"), hop.port or 5060)
 
     @property
     def domain(self) -> str:
         return self.from_domain or self.uri.host
+
+
+@dataclass(frozen=True)
+class User:
+    """A browser user: who `hello` says it is, and how the phone network sees it."""
+
+    name: str
+    password: str | None = None
+    extension: str | None = None
+    display_name: str | None = None
+    # The number presented on outbound calls (From user part).
+    caller_id: str | None = None
+
+
+@dataclass(frozen=True)
+class DialPlan:
+    """How typed numbers become what trunks expect (E.164 when a country code is set)."""
+
+    country_code: str | None = None
+    international_prefix: str = "00"
+    national_prefix: str = "0"
 
 
 @dataclass(frozen=True)
@@ -50,6 +82,13 @@ class Config:
     # from the SIP peer (behind NAT, or bound to 0.0.0.0).
     public_address: str | None = None
     trunk: Trunk | None = None
+    accounts: tuple[Trunk, ...] = ()
+    users: tuple[User, ...] = ()
+    dial_plan: DialPlan = DialPlan()
+    # Inbound calls: how long browsers ring before the caller gets 480.
+    ring_timeout: float = 30.0
+    # A connected call whose SIP-side RTP stops this long (not on hold) is ended with BYE.
+    rtp_timeout: float = 60.0
     rtp_port_min: int = 20000
     rtp_port_max: int = 30000
     ice_addresses: tuple[str, ...] | None = None
@@ -73,7 +112,17 @@ class Config:
 
     @property
     def demo_mode(self) -> bool:
-        return self.trunk is None
+        return self.trunk is None and not self.accounts
+
+    @property
+    def all_accounts(self) -> tuple[Trunk, ...]:
+        return ((self.trunk,) if self.trunk else ()) + self.accounts
+
+    def user(self, name: str) -> User | None:
+        return next((u for u in self.users if u.name == name), None)
+
+    def user_by_extension(self, extension: str) -> User | None:
+        return next((u for u in self.users if extension in (u.extension, u.name)), None)
 
     def effective_ice_addresses(self) -> tuple[str, ...] | None:
         """Loopback deployments must offer a loopback candidate, which aioice never gathers."""
@@ -124,18 +173,35 @@ def parse_trunk(
 _KEYS = {
     "server": {"host", "http_port"},
     "sip": {"host", "port", "transports", "public_address", "t1"},
-    "trunk": {"uri", "username", "password", "realm", "from_user", "from_domain"},
+    "trunk": {
+        "uri",
+        "username",
+        "password",
+        "realm",
+        "from_user",
+        "from_domain",
+        "name",
+        "register",
+        "expires",
+        "outbound_proxy",
+        "prefixes",
+        "asserted_identity",
+        "allow_refer",
+    },
+    "accounts": set(),
+    "users": {"name", "password", "extension", "display_name", "caller_id"},
+    "dialing": {"country_code", "international_prefix", "national_prefix"},
     "media": {"rtp_port_min", "rtp_port_max", "ice_addresses", "ice_servers"},
-    "calls": {"no_answer_timeout"},
+    "calls": {"no_answer_timeout", "ring_timeout", "rtp_timeout"},
     "demo": {"echo_extension", "tone_extension", "tone_frequency"},
 }
 
 
-def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+def _section(data: dict[str, Any], name: str, keys: str | None = None) -> dict[str, Any]:
     value = data.get(name, {})
     if not isinstance(value, dict):
         raise ConfigError(f"[{name}] must be a table")
-    unknown = sorted(set(value) - _KEYS[name])
+    unknown = sorted(set(value) - _KEYS[keys or name])
     if unknown:
         # A typo must not silently fall back to a default.
         raise ConfigError(f"unknown key(s): {', '.join(f'{name}.{k}' for k in unknown)}")
@@ -198,6 +264,67 @@ def from_toml(path: Path) -> Config:
     return from_mapping(data)
 
 
+def _tables(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{name} must be an array of tables: [[{name}]]")
+    return value
+
+
+def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) -> Trunk:
+    wrapper = {"trunk": table}
+    _section(wrapper, "trunk")
+    uri = _typed(section, table, "uri", str, None)
+    if uri is None:
+        raise ConfigError(f"{section}.uri is required")
+    trunk = parse_trunk(
+        uri,
+        username=_typed(section, table, "username", str, None),
+        password=_typed(section, table, "password", str, None),
+        realm=_typed(section, table, "realm", str, None),
+        from_user=_typed(section, table, "from_user", str, None),
+        from_domain=_typed(section, table, "from_domain", str, None),
+    )
+    proxy = _typed(section, table, "outbound_proxy", str, None)
+    prefixes = _string_list(section, table, "prefixes") or []
+    register = _typed(section, table, "register", bool, False)
+    if register and trunk.credentials is None:
+        raise ConfigError(f"{section}.register needs username and password")
+    return replace(
+        trunk,
+        name=_typed(section, table, "name", str, default_name),
+        register=register,
+        expires=_typed(section, table, "expires", int, 600),
+        outbound_proxy=parse_trunk(proxy).uri if proxy else None,
+        prefixes=tuple(prefixes),
+        asserted_identity=_typed(section, table, "asserted_identity", bool, False),
+        allow_refer=_typed(section, table, "allow_refer", bool, False),
+    )
+
+
+def _users(data: dict[str, Any]) -> tuple[User, ...]:
+    users = []
+    for table in _tables(data, "users"):
+        _section({"users": table}, "users")
+        name = _typed("users", table, "name", str, None)
+        if not name:
+            raise ConfigError("users.name is required for every [[users]] entry")
+        users.append(
+            User(
+                name=name,
+                password=_typed("users", table, "password", str, None),
+                extension=_typed("users", table, "extension", str, None),
+                display_name=_typed("users", table, "display_name", str, None),
+                caller_id=_typed("users", table, "caller_id", str, None),
+            )
+        )
+    names = [u.name for u in users]
+    extensions = [u.extension for u in users if u.extension]
+    if len(set(names)) != len(names) or len(set(extensions)) != len(extensions):
+        raise ConfigError("users: names and extensions must be unique")
+    return tuple(users)
+
+
 def from_mapping(data: dict[str, Any]) -> Config:
     known = set(_KEYS)
     unknown = set(data) - known
@@ -209,20 +336,15 @@ def from_mapping(data: dict[str, Any]) -> Config:
     media = _section(data, "media")
     calls = _section(data, "calls")
     demo = _section(data, "demo")
-    trunk_table = _section(data, "trunk")
-    trunk = None
-    if trunk_table:
-        uri = _typed("trunk", trunk_table, "uri", str, None)
-        if uri is None:
-            raise ConfigError("trunk.uri is required when [trunk] is present")
-        trunk = parse_trunk(
-            uri,
-            username=_typed("trunk", trunk_table, "username", str, None),
-            password=_typed("trunk", trunk_table, "password", str, None),
-            realm=_typed("trunk", trunk_table, "realm", str, None),
-            from_user=_typed("trunk", trunk_table, "from_user", str, None),
-            from_domain=_typed("trunk", trunk_table, "from_domain", str, None),
-        )
+    trunk_table = data.get("trunk", {})
+    if not isinstance(trunk_table, dict):
+        raise ConfigError("[trunk] must be a table")
+    trunk = _trunk_from_table("trunk", trunk_table, "trunk") if trunk_table else None
+    accounts = tuple(
+        _trunk_from_table("accounts", table, f"account{i + 1}")
+        for i, table in enumerate(_tables(data, "accounts"))
+    )
+    dialing = _section(data, "dialing")
     ice_servers = _ice_servers(media)
     ice_addresses = _string_list("media", media, "ice_addresses")
     names = _string_list("sip", sip, "transports")
@@ -241,6 +363,15 @@ def from_mapping(data: dict[str, Any]) -> Config:
         public_address=_typed("sip", sip, "public_address", str, d.public_address),
         sip_t1=_typed("sip", sip, "t1", float, d.sip_t1),
         trunk=trunk,
+        accounts=accounts,
+        users=_users(data),
+        dial_plan=DialPlan(
+            country_code=_typed("dialing", dialing, "country_code", str, None),
+            international_prefix=_typed("dialing", dialing, "international_prefix", str, "00"),
+            national_prefix=_typed("dialing", dialing, "national_prefix", str, "0"),
+        ),
+        ring_timeout=_typed("calls", calls, "ring_timeout", float, d.ring_timeout),
+        rtp_timeout=_typed("calls", calls, "rtp_timeout", float, d.rtp_timeout),
         rtp_port_min=_typed("media", media, "rtp_port_min", int, d.rtp_port_min),
         rtp_port_max=_typed("media", media, "rtp_port_max", int, d.rtp_port_max),
         ice_addresses=tuple(ice_addresses) if ice_addresses is not None else None,
@@ -268,7 +399,11 @@ def validate(config: Config) -> None:
         raise ConfigError("server.http_port must be 0-65535")
     if config.sip_t1 <= 0:
         raise ConfigError("sip.t1 must be positive")
-    if config.no_answer_timeout <= 0:
-        raise ConfigError("calls.no_answer_timeout must be positive")
+    for key in ("no_answer_timeout", "ring_timeout", "rtp_timeout"):
+        if getattr(config, key) <= 0:
+            raise ConfigError(f"calls.{key} must be positive")
+    names = [a.name for a in config.all_accounts]
+    if len(set(names)) != len(names):
+        raise ConfigError("accounts: names must be unique")
     if not config.sip_transports:
         raise ConfigError("sip.transports must name udp, tcp or both")
