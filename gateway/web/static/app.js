@@ -92,7 +92,8 @@
     iceServers: [],
     demo: null, // set when the gateway runs its built-in demo endpoint (any user name signs in)
     welcomed: false,
-    user: null, // the signed-in user name, or null (anonymous demo session)
+    user: null, // the session's user name as the gateway says it (a demo guest too), or null
+    signedIn: false, // welcomed for a user name the page sent (not an anonymous demo guest)
     extension: null,
     helloUser: null, // the user name sent in the last hello
     authError: null, // the gateway's words when it refused the last hello's credentials
@@ -796,7 +797,9 @@
       gateway.demo = msg.demo && typeof msg.demo === 'object' ? msg.demo : null;
       gateway.user = typeof msg.user === 'string' && msg.user ? msg.user : gateway.helloUser;
       gateway.extension = typeof msg.extension === 'string' && msg.extension ? msg.extension : null;
-      if (gateway.user && credentials.remember) {
+      // A demo gateway names an anonymous hello (e.g. "guest-3f2a1c"): the sign-in form stays.
+      gateway.signedIn = gateway.helloUser !== null;
+      if (gateway.signedIn && credentials.remember) {
         storageSet(STORE_USER, credentials.user);
         storageSet(STORE_TOKEN, credentials.token);
       }
@@ -937,6 +940,7 @@
     gateway.welcomed = false;
     gateway.session = null;
     gateway.user = null;
+    gateway.signedIn = false;
     // A hello without credentials only means "sign in"; wrong ones deserve the gateway's words.
     gateway.authError = gateway.helloUser || credentials.token ? text : '';
     ui.loginPassword.value = '';
@@ -1242,7 +1246,7 @@
   }
 
   function renderAccount() {
-    const signedIn = gateway.welcomed && gateway.user !== null;
+    const signedIn = gateway.welcomed && gateway.signedIn;
     ui.signedIn.hidden = !signedIn;
     ui.loginForm.hidden = signedIn;
     ui.logout.disabled = call !== null;
@@ -1263,6 +1267,7 @@
       kind = 'error';
     } else if (gateway.welcomed && gateway.demo) {
       message = 'Demo gateway: any user name signs in, no password needed.';
+      if (gateway.user) message = 'Calling as ' + gateway.user + '. ' + message;
     }
     ui.loginMessage.textContent = message;
     ui.loginMessage.dataset.kind = kind;
