@@ -1,38 +1,36 @@
-"""The gateway's services in one process: SIP user agent, RTP ports, demo endpoint, calls."""
+"""The gateway's services in one process: SIP user agent, registrations, RTP ports, the
+demo endpoint, browser users and their sessions, and the routing of calls between them."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import hmac
+import ipaddress
 import logging
-import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
-from sipmessage import URI
+from sipmessage import URI, Address
 
-from gateway.calls.call import Call, Notify, Route
-from gateway.config import Config
+from gateway.calls.call import Route
+from gateway.calls.inbound import InboundCall
+from gateway.calls.outbound import OutboundCall
+from gateway.calls.peer import PeerCall
+from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
+from gateway.dialplan import choose_account, normalise
 from gateway.media import aiortc_seam
 from gateway.media.ports import PortAllocator
+from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
-from gateway.sip.ua import UserAgent
+from gateway.sip.ua import IncomingInvite, UserAgent
 
 if TYPE_CHECKING:
     from gateway.signaling.session import Session
 
 log = logging.getLogger(__name__)
-
-_DIALABLE = re.compile(r"^\+?[0-9A-Za-z*#._-]{1,64}$")
-_SEPARATORS = re.compile(r"[\s()/-]")
-
-
-def normalise_number(text: str) -> str:
-    """What a person types -> a SIP user part: separators go, the rest must be dialable."""
-    number = _SEPARATORS.sub("", text.strip())
-    if not _DIALABLE.match(number):
-        raise ValueError(f"{text[:40]!r} is not a number or extension that can be dialled")
-    return number
 
 
 class Gateway:
@@ -47,6 +45,7 @@ class Gateway:
             kinds=config.sip_transports,
             advertised_host=config.advertised_address,
         )
+        self.ua.on_invite = self._on_invite
         self.demo: DemoEndpoint | None = None
         if config.demo_mode:
             self.demo = DemoEndpoint(
@@ -58,13 +57,50 @@ class Gateway:
                 timers=self.timers,
             )
         self.sessions: set[Session] = set()
+        self.registrations: dict[str, Registration] = {}
         self.calls_total = 0
+        self._inbound: set[InboundCall] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
         aiortc_seam.configure_ice_addresses(self.config.effective_ice_addresses())
         await self.ua.start()
         if self.demo is not None:
             await self.demo.start()
+        if not self.config.users and not _is_loopback(self.config.host):
+            log.warning("no [[users]] configured: anyone who reaches the page can place calls")
+        for account in self.config.all_accounts:
+            if account.register:
+                await self._register(account)
+
+    async def _register(self, account: Trunk) -> None:
+        assert account.credentials is not None
+        user = account.credentials.username
+        registration = Registration(
+            self.ua,
+            registrar=URI(
+                scheme="sip",
+                host=account.uri.host,
+                port=account.uri.port,
+                parameters=account.uri.parameters,
+            ),
+            peer=account.peer,
+            aor=Address(uri=URI(scheme="sip", user=user, host=account.domain)),
+            credentials=account.credentials,
+            expires=account.expires,
+            contact_user=user,
+            on_change=functools.partial(self._registration_changed, account.name),
+        )
+        self.registrations[account.name] = registration
+        await registration.start()
+
+    def _registration_changed(self, account: str, status: RegistrationStatus) -> None:
+        message = {"type": "registration", **_status(account, status)}
+        for session in self.sessions:
+            if session.greeted:
+                session.notify(message)
 
     async def end_calls(self, reason: str) -> None:
         await asyncio.gather(
@@ -75,6 +111,13 @@ class Gateway:
     async def stop(self) -> None:
         for session in list(self.sessions):
             await session.close()
+        await asyncio.gather(*(c.close() for c in list(self._inbound)), return_exceptions=True)
+        await asyncio.gather(
+            *(r.stop() for r in self.registrations.values()), return_exceptions=True
+        )
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.demo is not None:
             await self.demo.close()
         await self.ua.close()
@@ -83,11 +126,64 @@ class Gateway:
     def sip_port(self) -> int:
         return self.ua.port
 
-    def route(self, to: str) -> Route:
+    # --- users and sessions ------------------------------------------------------------
+
+    def authenticate(self, name: str | None, token: str | None) -> User | None:
+        """A configured user with the right password; with no users configured (the demo,
+        or an anonymous click-to-call page), whoever says hello."""
+        if not self.config.users:
+            return User(name=name or f"guest-{secrets.token_hex(3)}")
+        user = self.config.user(name or "")
+        if user is None:
+            return None
+        if user.password is not None and not hmac.compare_digest(
+            user.password.encode(), (token or "").encode()
+        ):
+            return None
+        return user
+
+    def attach(self, session: Session) -> None:
+        self.sessions.add(session)
+
+    def sessions_of(self, user: User) -> list[Session]:
+        return [
+            s
+            for s in self.sessions
+            if s.greeted and s.user is not None and s.user.name == user.name
+        ]
+
+    # --- outbound ---------------------------------------------------------------------
+
+    def place_call(self, session: Session, call_id: str, to: str, offer: str) -> Any:
         if to.startswith(("sip:", "sips:")):
-            raise ValueError("dial a number or extension; SIP URIs are not routed yet")
-        number = normalise_number(to)
-        trunk = self.config.trunk
+            raise ValueError("dial a number or extension; SIP URIs are not routed")
+        number = normalise(to, self.config.dial_plan)
+        self.calls_total += 1
+        callee = self.config.user_by_extension(number) if self.config.users else None
+        if callee is not None:
+            return PeerCall(
+                call_id,
+                caller=session,
+                caller_user=session.user,
+                callee=callee,
+                sessions=[s for s in self.sessions_of(callee) if s is not session],
+                offer=offer,
+                ring_timeout=self.config.ring_timeout,
+            )
+        return OutboundCall(
+            call_id,
+            to=number,
+            offer=offer,
+            route=self.route(number),
+            ua=self.ua,
+            config=self.config,
+            ports=self.ports,
+            notify=session.notify,
+            user=session.user,
+        )
+
+    def route(self, number: str) -> Route:
+        trunk = choose_account(number, self.config.all_accounts)
         if trunk is not None:
             target = URI(
                 scheme="sip",
@@ -99,22 +195,60 @@ class Gateway:
             return Route(target=target, peer=trunk.peer, trunk=trunk)
         assert self.demo is not None
         target = URI(scheme="sip", user=number, host="127.0.0.1", port=self.demo.port)
-        return Route(
-            target=target, peer=Peer(TransportKind.UDP, "127.0.0.1", self.demo.port), trunk=None
-        )
+        peer = Peer(TransportKind.UDP, "127.0.0.1", self.demo.port)
+        return Route(target=target, peer=peer, trunk=None)
 
-    def new_call(self, call_id: str, to: str, offer: str, route: Route, notify: Notify) -> Call:
+    def transfer_target(self, to: str, call: Any) -> URI:
+        """Refer-To for a blind transfer: the number on the call's own account."""
+        number = normalise(to, self.config.dial_plan)
+        account: Trunk | None = getattr(call, "account", None)
+        if account is None:
+            route = self.route(number)
+            return route.target
+        return URI(scheme="sip", user=number, host=account.domain)
+
+    # --- inbound ----------------------------------------------------------------------
+
+    def _on_invite(self, incoming: IncomingInvite) -> None:
+        request = incoming.request
+        target = request.uri.user or request.to_address.uri.user or ""
+        user = self.config.user_by_extension(target)
+        if user is None and self.config.users:
+            incoming.reject(404)
+            return
+        if user is None:
+            # No users configured: an INVITE for a name rings the sessions that said it.
+            user = User(name=target)
+        sessions = self.sessions_of(user)
+        if not sessions:
+            incoming.reject(480, "Temporarily Unavailable (not online)")
+            return
         self.calls_total += 1
-        return Call(
-            call_id,
-            to=to,
-            offer=offer,
-            route=route,
+        call = InboundCall(
+            secrets.token_hex(8),
+            incoming,
+            user=user,
+            sessions=list(sessions),
             ua=self.ua,
             config=self.config,
             ports=self.ports,
-            notify=notify,
+            account=self._account_for(incoming),
         )
+        self._inbound.add(call)
+        call.ended.add_done_callback(lambda _f: self._inbound.discard(call))
+        task = asyncio.ensure_future(call.start())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _account_for(self, incoming: IncomingInvite) -> Trunk | None:
+        """The account an INVITE came through: by source address, else the default."""
+        source = incoming.peer.host
+        for account in self.config.all_accounts:
+            if account.peer.host == source:
+                return account
+        return self.config.all_accounts[0] if self.config.all_accounts else None
+
+    # --- what the pages and /healthz see --------------------------------------------------
 
     def browser_ice_servers(self) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = []
@@ -131,6 +265,9 @@ class Gateway:
             return None
         return {"echo": self.demo.echo_extension, "tone": self.demo.tone_extension}
 
+    def registration_states(self) -> list[dict[str, Any]]:
+        return [_status(name, r.status) for name, r in self.registrations.items()]
+
     def health(self) -> dict[str, Any]:
         active = sum(len(s.calls) for s in self.sessions)
         return {
@@ -140,9 +277,27 @@ class Gateway:
                 "transports": [k.value for k in self.ua.transport.kinds],
             },
             "trunk": str(self.config.trunk.uri) if self.config.trunk else None,
+            "accounts": [a.name for a in self.config.all_accounts],
+            "registrations": self.registration_states(),
             "demo": self.demo_info(),
             "sessions": len(self.sessions),
             "calls": {"active": active, "total": self.calls_total},
             "rtp_ports_in_use": self.ports.in_use,
             "sip_transactions": self.ua.tl.active,
         }
+
+
+def _status(account: str, status: RegistrationStatus) -> dict[str, Any]:
+    entry: dict[str, Any] = {"account": account, "state": status.state.value}
+    for key in ("reason", "code", "expires"):
+        value = getattr(status, key)
+        if value is not None:
+            entry[key] = value
+    return entry
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -7,7 +7,13 @@ through, and raises only SdpError subclasses on bad input.
 from .errors import SdpError, SdpNegotiationError, SdpParseError
 from .model import SUPPORTED_CODECS, Codec, Direction, MediaSection, RemoteMedia, SipOffer
 from .negotiate import answer_codec, browser_codec_for, parse_remote
-from .rewrite import browser_offer_to_sip, build_answer, restrict_offer
+from .rewrite import (
+    browser_offer_to_sip,
+    build_answer,
+    build_offer,
+    default_codecs,
+    restrict_offer,
+)
 
 __all__ = [
     "SUPPORTED_CODECS",
@@ -23,6 +29,8 @@ __all__ = [
     "browser_codec_for",
     "browser_offer_to_sip",
     "build_answer",
+    "build_offer",
+    "default_codecs",
     "parse_remote",
     "restrict_offer",
 ]

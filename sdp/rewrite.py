@@ -252,3 +252,42 @@ def build_answer(
                 }
             )
     return _write(session)
+
+
+def build_offer(
+    *,
+    address: str,
+    port: int,
+    codecs: Sequence[Codec],
+    telephone_events: Sequence[Codec] = (),
+    session_id: int | None = None,
+    session_version: int = 0,
+    direction: Direction = "sendrecv",
+) -> SipOffer:
+    """A plain RTP/AVP offer of our own: late-offer 200 OKs, re-INVITEs (hold), REFER calls."""
+    _check_port(port)
+    if not codecs:
+        raise SdpNegotiationError("an offer needs at least one codec")
+    session = _session(address, session_id, session_version)
+    chosen = [*codecs, *telephone_events]
+    fmtps = {c.payload_type: c.fmtp for c in codecs if c.fmtp}
+    fmtps.update({e.payload_type: TELEPHONE_EVENT_FMTP for e in telephone_events})
+    session["media"].append(_audio_media(port, chosen, fmtps, direction))
+    return SipOffer(
+        sdp=_write(session), codecs=tuple(codecs), telephone_events=tuple(telephone_events)
+    )
+
+
+def default_codecs(preferred: Codec | None = None) -> tuple[tuple[Codec, ...], tuple[Codec, ...]]:
+    """Every codec we can send or transcode, `preferred` first, and telephone-event/8000."""
+    opus = Codec("opus", 48000, 2, 111, _OPUS_FMTP)
+    codecs = [opus, _STATIC["G722"], _STATIC["PCMU"], _STATIC["PCMA"]]
+    if preferred is not None:
+        codecs = [preferred] + [
+            c
+            for c in codecs
+            if c.name.lower() != preferred.name.lower() and c.payload_type != preferred.payload_type
+        ]
+    used = {c.payload_type for c in codecs}
+    event_pt = next(pt for pt in (101, *range(96, 128)) if pt not in used)
+    return tuple(codecs), (Codec("telephone-event", 8000, 1, event_pt, TELEPHONE_EVENT_FMTP),)

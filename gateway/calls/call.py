@@ -1,8 +1,10 @@
-"""An outbound call: one browser leg, one SIP dialog and one bridge, as a B2BUA.
+"""A bridged call: one browser leg, one SIP dialog and one bridge, as a B2BUA.
 
-Every way out (either side hangs up, SIP failure, no answer, bad SDP, ICE failure,
-WebSocket closed, shutdown) goes through `_end`, which sends what SIP needs (CANCEL or
-BYE), tells the browser why, and releases the RTP ports, the peer connection and tasks.
+`Call` holds what outbound (outbound.py) and inbound (inbound.py) calls share once they
+are set up: in-call features (DTMF, hold, blind transfer), the far end's re-INVITE,
+UPDATE, INFO and REFER, session timers, the RTP watchdog, and the one way out, `_end`,
+which sends what SIP needs, tells the page why, and releases ports, peer connection
+and tasks.
 """
 
 from __future__ import annotations
@@ -10,28 +12,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sipmessage import URI, Address, Request
+from sipmessage import URI, Address, Request, Response
 
 import sdp
+from gateway.calls.media_state import SipMediaState
 from gateway.config import Config, Trunk
 from gateway.media.bridge import Bridge
-from gateway.media.browser_leg import BrowserLeg, BrowserMediaError
-from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.media.browser_leg import BrowserLeg
+from gateway.media.dtmf import info_body, parse_info_body
+from gateway.media.ports import PortAllocator
 from gateway.media.sip_leg import SipMediaLeg
 from gateway.sip import message as sipmsg
-from gateway.sip.dialog import Dialog
+from gateway.sip.dialog import Dialog, peer_for_uri
 from gateway.sip.transaction import ServerTransaction
 from gateway.sip.transport import Peer
-from gateway.sip.ua import Answered, Failed, OutgoingInvite, Provisional, UserAgent
+from gateway.sip.ua import Answered, OutgoingInvite, UserAgent
 
 log = logging.getLogger(__name__)
 
 Notify = Callable[[dict[str, Any]], None]
+SDP = "application/sdp"
+# RFC 4028 section 4: a refresher that hears nothing ends the session this long before expiry.
+_MIN_SE = 90
+
+
+class CallError(Exception):
+    """A page request that cannot be done now; `code` is the protocol's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class CallState(StrEnum):
@@ -39,6 +57,7 @@ class CallState(StrEnum):
     CALLING = "calling"
     RINGING = "ringing"
     EARLY_MEDIA = "early-media"
+    ANSWERING = "answering"  # a page accepted an incoming call; the SIP 200 is on its way
     CONNECTED = "connected"
     ENDING = "ending"
     ENDED = "ended"
@@ -53,7 +72,7 @@ class CallEnded:
 
 @dataclass(frozen=True)
 class Route:
-    """Where the call goes: the Request-URI and the next hop, plus credentials."""
+    """Where the call goes: the Request-URI and the next hop, plus the account."""
 
     target: URI
     peer: Peer
@@ -65,41 +84,36 @@ class Call:
         self,
         call_id: str,
         *,
-        to: str,
-        offer: str,
-        route: Route,
         ua: UserAgent,
         config: Config,
         ports: PortAllocator,
         notify: Notify,
-        from_user: str = "sipgw",
+        account: Trunk | None,
     ) -> None:
         self.id = call_id
-        self.to = to
-        self.offer = offer
-        self.route = route
         self.ua = ua
         self.config = config
         self.ports = ports
         self.notify = notify
-        self.from_user = from_user
+        self.account = account
         self.state = CallState.NEW
         self.history: list[CallState] = [CallState.NEW]
         self.ended: asyncio.Future[CallEnded] = asyncio.get_running_loop().create_future()
         self.prefix = f"[call {call_id[:12]}] "
+        self.media = SipMediaState(config.advertised_address, 0)
+        self.held_local = False
+        self.held_remote = False
         self._sip_media: SipMediaLeg | None = None
         self._browser: BrowserLeg | None = None
         self._bridge: Bridge | None = None
-        self._invite: OutgoingInvite | None = None
         self._dialog: Dialog | None = None
-        self._sip_offer: sdp.SipOffer | None = None
-        self._browser_answer = ""
-        self._no_answer: asyncio.TimerHandle | None = None
-        self._no_answer_fired = False
-        self._local_hangup = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._session_expires: int | None = None
+        self._we_refresh = False
+        self._transfer_target: str | None = None
 
-    # --- state ---------------------------------------------------------------------
+    # --- state and helpers ----------------------------------------------------------
 
     def _set_state(self, state: CallState) -> None:
         if state is self.state:
@@ -112,170 +126,250 @@ class Call:
     def active(self) -> bool:
         return self.state not in (CallState.ENDING, CallState.ENDED)
 
-    # --- outbound setup ---------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"call-{self.id}")
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%stask failed", self.prefix, exc_info=task.exception())
+            if self.active:
+                self._spawn_end(CallEnded(500, "Gateway error", "gateway"))
 
-    async def _run(self) -> None:
-        try:
-            await self._dial()
-        except asyncio.CancelledError:
-            await self._end(CallEnded(503, "Gateway shutting down", "gateway"))
-            raise
-        except Exception:
-            log.exception("%scall failed", self.prefix)
-            await self._end(CallEnded(500, "Gateway error", "gateway"))
+    def _timer(self, name: str, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer(name)
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, callback)
 
-    async def _dial(self) -> None:
+    def _cancel_timer(self, name: str) -> None:
+        handle = self._timers.pop(name, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _open_sip_media(self) -> SipMediaLeg:
         media = SipMediaLeg(self.config.sip_bind, self.ports, log_prefix=self.prefix)
         self._sip_media = media
-        try:
-            await media.open()
-        except (PortsExhausted, OSError) as exc:
-            log.warning("%sno RTP port: %s", self.prefix, exc)
-            await self._end(CallEnded(503, "No media port available", "gateway"))
-            return
-        try:
-            self._sip_offer = sdp.browser_offer_to_sip(
-                self.offer,
-                address=self.config.advertised_address,
-                port=media.port,
-                transcodable=sdp.SUPPORTED_CODECS,
-            )
-        except sdp.SdpError as exc:
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
-            await self._end(CallEnded(488, f"Unusable offer: {exc}", "gateway"))
-            return
-        trunk = self.route.trunk
-        domain = trunk.domain if trunk else self.config.advertised_address
-        from_user = trunk.from_user if trunk else self.from_user
-        invite = OutgoingInvite(
-            self.ua,
-            target=self.route.target,
-            peer=self.route.peer,
-            from_address=Address(uri=URI(scheme="sip", user=from_user, host=domain)),
-            to_address=Address(uri=self.route.target),
-            sdp=self._sip_offer.sdp.encode(),
-            credentials=trunk.credentials if trunk else None,
-            on_provisional=self._on_provisional,
-        )
-        self._invite = invite
-        self._set_state(CallState.CALLING)
-        self._no_answer = asyncio.get_running_loop().call_later(
-            self.config.no_answer_timeout, self._on_no_answer
-        )
-        outcome = await invite.run()
-        self._no_answer.cancel()
-        if isinstance(outcome, Failed):
-            await self._on_failed(outcome)
-            return
-        await self._on_answered(outcome)
+        await media.open()
+        self.media.port = media.port
+        return media
 
-    def _on_no_answer(self) -> None:
-        log.info("%sno answer after %.0f s", self.prefix, self.config.no_answer_timeout)
-        self._no_answer_fired = True
-        if self._invite is not None:
-            self._invite.cancel()
-
-    def _on_provisional(self, provisional: Provisional) -> None:
-        if not self.active:
-            return
-        if self.state is CallState.CALLING:
-            self._set_state(CallState.RINGING)
-            self.notify({"type": "ringing", "id": self.id, "code": provisional.code})
-        if provisional.sdp is not None and self._browser is None:
-            # Early media (RFC 3960): bridge the network's ringback before the answer.
-            task = asyncio.ensure_future(self._early_media(provisional.sdp))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def _early_media(self, body: bytes) -> None:
-        try:
-            answer = await self._connect_media(body)
-        except (sdp.SdpError, BrowserMediaError) as exc:
-            log.info("%searly media not usable: %s", self.prefix, exc)
-            return
-        if self.active and self.state in (CallState.CALLING, CallState.RINGING):
-            self._set_state(CallState.EARLY_MEDIA)
-            self.notify({"type": "progress", "id": self.id, "sdp": answer})
-
-    async def _connect_media(self, body: bytes) -> str:
-        """Set up the browser leg and bridge for the SIP side's SDP; return the browser answer."""
-        assert self._sip_offer is not None and self._sip_media is not None
-        text = body.decode("utf-8", errors="replace")
-        remote = sdp.parse_remote(text)
-        sip_codec = sdp.answer_codec(remote, self._sip_offer)
-        browser_codec = sdp.browser_codec_for(self.offer, sip_codec)
-        if self._browser is None:
-            self._browser = BrowserLeg(self.config.ice_servers, log_prefix=self.prefix)
-            self._browser.on_failed = self._on_ice_failed
-            answer = await self._browser.answer(self.offer, browser_codec)
-            self._browser_answer = answer
-        self._sip_media.set_remote(remote.address, remote.port)
+    def _bridge_media(self, browser_codec: sdp.Codec) -> None:
+        """(Re)connect the SIP leg to what the far end's SDP says, and bridge it."""
+        assert self._sip_media is not None and self._browser is not None
+        remote, codec = self.media.remote, self.media.codec
+        assert remote is not None and codec is not None
+        if self._sip_media.remote != (remote.address, remote.port):
+            self._sip_media.set_remote(remote.address, remote.port)
         if self._bridge is None:
             self._bridge = Bridge(
-                self._browser, self._sip_media, browser_codec, sip_codec, log_prefix=self.prefix
+                self._browser, self._sip_media, browser_codec, codec, log_prefix=self.prefix
             )
-        return self._browser_answer
-
-    async def _on_answered(self, outcome: Answered) -> None:
-        if self.ended.done():
-            # The call ended (ICE failure, shutdown) while the 200 was on its way.
-            await self.ua.bye(outcome.dialog)
-            return
-        self._dialog = outcome.dialog
-        self.ua.register_dialog(outcome.dialog, self)
-        if not self.active:
-            # Hung up while the 200 was on its way: confirm, then end.
-            await self._end(CallEnded(487, "Cancelled", "local"))
-            return
-        try:
-            answer = await self._connect_media(outcome.sdp)
-        except (sdp.SdpError, BrowserMediaError) as exc:
-            log.warning("%sunusable answer: %s", self.prefix, exc)
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
-            await self._end(CallEnded(488, f"Unusable SDP answer: {exc}", "gateway"))
-            return
-        if not self.active:
-            return
-        self._set_state(CallState.CONNECTED)
-        self.notify({"type": "answer", "id": self.id, "sdp": answer})
-
-    async def _on_failed(self, failed: Failed) -> None:
-        if self._local_hangup:
-            await self._end(CallEnded(487, "Cancelled", "local"))
-        elif self._no_answer_fired:
-            await self._end(CallEnded(408, "No answer", "remote"))
+            self._bridge.on_digit = self._on_digit
         else:
-            await self._end(CallEnded(failed.code, failed.reason, "remote"))
+            self._bridge.set_sip_codec(codec)
+        self._bridge.set_telephone_event(self.media.telephone_event)
+
+    def _connected(self) -> None:
+        self._set_state(CallState.CONNECTED)
+        self._spawn(self._watch_rtp())
 
     def _on_ice_failed(self) -> None:
         if self.active:
             self._spawn_end(CallEnded(408, "Browser media connection failed", "gateway"))
 
-    # --- requests from the browser --------------------------------------------------
+    def _on_digit(self, digit: str) -> None:
+        self.notify({"type": "dtmf", "id": self.id, "digit": digit})
 
-    def hangup(self) -> None:
-        """The browser hung up: CANCEL while ringing, BYE once answered."""
-        if not self.active:
-            return
-        self._local_hangup = True
-        if self._dialog is None and self._invite is not None:
-            self._set_state(CallState.ENDING)
-            self._invite.cancel()  # _dial() ends the call when the 487 arrives
-            return
-        self._spawn_end(CallEnded(200, "Hung up", "local"))
+    # --- page requests (subclasses add setup-specific ones) -------------------------
 
-    async def send_dtmf(self, digits: str) -> bool:
-        """SIP INFO application/dtmf-relay, understood by Asterisk, FreeSWITCH and most PBXs."""
+    def hangup(self, session: Any = None) -> None:
+        if self.active:
+            self._spawn_end(CallEnded(200, "Hung up", "local"))
+
+    def leave(self, session: Any) -> None:
+        """A page this call rings on went away (calls that ring override this)."""
+
+    def accept(self, session: Any, answer: str) -> None:
+        raise CallError("bad-state", "only an incoming call can be accepted")
+
+    def reject(self, session: Any, code: int) -> None:
+        raise CallError("bad-state", "only an incoming call can be rejected")
+
+    def candidate(self, session: Any, candidate: dict[str, Any] | None) -> None:
+        """Bridged calls carry complete SDPs; late candidates add nothing."""
+
+    def _connected_dialog(self) -> Dialog:
         if self._dialog is None or self.state is not CallState.CONNECTED:
-            return False
+            raise CallError("bad-state", "the call is not connected")
+        return self._dialog
+
+    async def send_dtmf(self, digits: str) -> None:
+        """RFC 4733 when the far end negotiated telephone-event, SIP INFO otherwise."""
+        dialog = self._connected_dialog()
+        if self._bridge is not None and self._bridge.send_dtmf(digits):
+            return
         for digit in digits:
-            body = f"Signal={digit}\r\nDuration=160\r\n".encode()
-            await self.ua.request_in_dialog(
-                self._dialog, "INFO", body=body, content_type="application/dtmf-relay"
-            )
-        return True
+            content_type, body = info_body(digit)
+            await self.ua.request_in_dialog(dialog, "INFO", body=body, content_type=content_type)
+
+    async def hold(self, on: bool) -> None:
+        """re-INVITE with sendonly to hold, sendrecv to resume (RFC 3264 section 8.4)."""
+        dialog = self._connected_dialog()
+        if on == self.held_local:
+            return
+        offer = self.media.offer("sendonly" if on else "sendrecv")
+        response = await self._reinvite(dialog, offer)
+        if response is None or not 200 <= response.code < 300:
+            self.media.direction = "sendrecv" if on else "sendonly"
+            code = response.code if response else 408
+            raise CallError("bad-state", f"the far end refused the re-INVITE ({code})")
+        self.held_local = on
+        self.notify({"type": "held", "id": self.id, "held": on, "by": "local"})
+
+    async def _reinvite(self, dialog: Dialog, offer: str) -> Response | None:
+        for attempt in range(3):
+            request = dialog.new_request("INVITE", body=offer.encode(), content_type=SDP)
+            self._add_session_timer(request)
+            tx = self.ua.tl.send_request(request, dialog.next_hop())
+            try:
+                response = await tx.final
+            except Exception:
+                return None
+            if 200 <= response.code < 300:
+                self.ua.tl.send_ack(dialog.ack(request.cseq.sequence), dialog.next_hop())
+                if response.body and self.media.remote is not None:
+                    with contextlib.suppress(sdp.SdpError):
+                        self.media.remote = sdp.parse_remote(response.body.decode(errors="replace"))
+                self._take_session_timer(response, we_are_uac=True)
+                return response
+            if response.code != 491 or attempt == 2:
+                return response
+            # RFC 3261 section 14.1: glare; the Call-ID owner waits 2.1-4 s, the other 0-2 s.
+            await asyncio.sleep(random.uniform(2.1, 4.0))
+        return None
+
+    async def transfer(self, to: str, target: URI) -> None:
+        """Blind transfer (RFC 3515): REFER, then NOTIFY progress, then our BYE."""
+        dialog = self._connected_dialog()
+        if self._transfer_target is not None:
+            raise CallError("bad-state", "a transfer is already in progress")
+        self._transfer_target = to
+        request = dialog.new_request("REFER")
+        request.headers.set("Refer-To", f"<{target}>")
+        request.headers.set("Referred-By", str(dialog.local_address.uri))
+        self._notify_transfer("trying")
+        tx = self.ua.tl.send_request(request, dialog.next_hop())
+        try:
+            response = await tx.final
+        except Exception:
+            self._transfer_failed(408, "No answer to REFER")
+            return
+        if not 200 <= response.code < 300:
+            self._transfer_failed(response.code, response.phrase)
+            return
+        self._notify_transfer("accepted")
+        # The outcome comes in NOTIFYs (on_in_dialog_request); give up if none says so.
+        self._timer("transfer", 64 * self.config.sip_t1 * 2, self._transfer_timed_out)
+
+    def _notify_transfer(self, state: str, code: int | None = None, reason: str = "") -> None:
+        message: dict[str, Any] = {"type": "transfer", "id": self.id, "state": state}
+        if code is not None:
+            message.update(code=code, reason=reason)
+        self.notify(message)
+
+    def _transfer_failed(self, code: int, reason: str) -> None:
+        self._transfer_target = None
+        self._cancel_timer("transfer")
+        self._notify_transfer("failed", code, reason)
+
+    def _transfer_timed_out(self) -> None:
+        self._transfer_failed(408, "No transfer result")
+
+    def _on_refer_notify(self, request: Request) -> None:
+        """RFC 3515 section 2.4.5: the NOTIFY body is a sipfrag status line."""
+        line = request.body.decode(errors="replace").strip().splitlines()
+        parts = line[0].split(" ", 2) if line else []
+        if len(parts) < 2 or not parts[1].isdigit():
+            return
+        code, reason = int(parts[1]), (parts[2] if len(parts) > 2 else "")
+        if code < 200:
+            self._notify_transfer("ringing" if code in (180, 183) else "trying", code, reason)
+        elif code < 300:
+            self._cancel_timer("transfer")
+            self._notify_transfer("done", code, reason)
+            self._spawn_end(CallEnded(200, "Transferred", "local"))
+        else:
+            self._transfer_failed(code, reason)
+
+    # --- session timers (RFC 4028) --------------------------------------------------
+
+    def _add_session_timer(self, request: Request) -> None:
+        request.headers.set("Supported", "timer")
+        if self._session_expires:
+            refresher = "uac" if self._we_refresh else "uas"
+            request.headers.set("Session-Expires", f"{self._session_expires};refresher={refresher}")
+
+    def _take_session_timer(self, message: Request | Response, *, we_are_uac: bool) -> None:
+        """Start refreshing or watching, as the Session-Expires of a 2xx or INVITE says."""
+        header = message.headers.get("Session-Expires") or message.headers.get("x")
+        if not header:
+            return
+        value, _, params = header.partition(";")
+        try:
+            interval = max(int(value.strip()), _MIN_SE)
+        except ValueError:
+            return
+        refresher = "uac" if "refresher=uac" in params.replace(" ", "") else "uas"
+        if "refresher=" not in params:
+            refresher = "uac" if we_are_uac else "uas"
+        self._session_expires = interval
+        self._we_refresh = (refresher == "uac") == we_are_uac
+        if self._we_refresh:
+            self._timer("session-refresh", interval / 2, self._refresh_session)
+            self._cancel_timer("session-expiry")
+        else:
+            self._timer("session-expiry", interval - min(32, interval / 3), self._session_expired)
+
+    def _refresh_session(self) -> None:
+        if self._dialog is not None and self.active:
+            self._spawn(self._reinvite(self._dialog, self.media.offer(self.media.direction)))
+
+    def _session_expired(self) -> None:
+        log.info("%ssession timer expired without a refresh", self.prefix)
+        self._spawn_end(CallEnded(408, "Session expired (no refresh)", "gateway"))
+
+    def _session_refreshed(self) -> None:
+        if self._session_expires and not self._we_refresh:
+            interval = self._session_expires
+            self._timer("session-expiry", interval - min(32, interval / 3), self._session_expired)
+
+    def _session_expires_header(self) -> str | None:
+        if not self._session_expires:
+            return None
+        return f"{self._session_expires};refresher={'uas' if self._we_refresh else 'uac'}"
+
+    # --- RTP watchdog ---------------------------------------------------------------
+
+    async def _watch_rtp(self) -> None:
+        """End a call whose SIP-side audio stopped: a dead peer must not hold the line."""
+        timeout = self.config.rtp_timeout
+        last_seen = time.monotonic()
+        while self.active:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            media = self._sip_media
+            if media is None:
+                return
+            if media.stats.last_rx:
+                last_seen = max(last_seen, media.stats.last_rx)
+            on_hold = self.held_local or self.held_remote or self.media.remote_holds
+            if on_hold:
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen > timeout:
+                log.info("%sno RTP for %.0f s", self.prefix, timeout)
+                await self._end(CallEnded(408, "Media timeout (no RTP)", "gateway"))
+                return
 
     # --- requests from the SIP side -------------------------------------------------
 
@@ -283,21 +377,129 @@ class Call:
         self._dialog = None  # the UA answered the BYE and closed the dialog
         self._spawn_end(CallEnded(200, "Remote party hung up", "remote"))
 
+    def on_ack(self, dialog: Dialog, ack: Request) -> None:
+        """The answer to the offer we put in a 2xx to a re-INVITE without SDP."""
+        if ack.body and self._pending_offer is not None:
+            with contextlib.suppress(sdp.SdpError):
+                self.media.take_answer(ack.body.decode(errors="replace"), self._pending_offer)
+                self._apply_remote_media()
+        self._pending_offer = None
+
+    _pending_offer: sdp.SipOffer | None = None
+
     def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
-        if request.method == "INVITE" and self._sip_offer is not None:
-            # A session refresh or re-INVITE: keep the current session description.
-            response_sdp = self._sip_offer.sdp.encode()
-            response = sipmsg.make_response(
-                request, 200, to_tag=dialog.local_tag, body=response_sdp
-            )
-            response.headers.set("Content-Type", "application/sdp")
-            response.headers.set("Contact", str(dialog.contact))
+        method = request.method
+        if method in ("INVITE", "UPDATE"):
+            self._on_offer_request(dialog, request, tx)
+        elif method == "INFO":
+            digit = parse_info_body(request.headers.get("Content-Type") or "", request.body)
+            tx.respond_code(200)
+            if digit is not None:
+                self._on_digit(digit)
+        elif method == "NOTIFY":
+            tx.respond_code(200)
+            if (request.headers.get("Event") or "").lower().startswith("refer"):
+                self._on_refer_notify(request)
+        elif method == "REFER":
+            self._on_refer(dialog, request, tx)
+        elif method == "OPTIONS":
+            tx.respond_code(200)
+        else:
+            tx.respond_code(501)
+
+    def _on_offer_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
+        """re-INVITE or UPDATE: hold, resume, new address, codec change or session refresh."""
+        self._session_refreshed()
+        self._take_session_timer(request, we_are_uac=False)
+        response = sipmsg.make_response(request, 200, to_tag=dialog.local_tag)
+        response.headers.set("Contact", str(dialog.contact))
+        expires = self._session_expires_header()
+        if expires:
+            response.headers.set("Session-Expires", expires)
+            response.headers.set("Require", "timer")
+        if not request.body:
+            if request.method == "INVITE":
+                # Late offer in a re-INVITE: we offer in the 2xx, the ACK answers.
+                self._pending_offer = self.media.full_offer(self.media.codec)
+                response.body = self._pending_offer.sdp.encode()
+                response.headers.set("Content-Type", SDP)
             tx.respond(response)
             return
-        if request.method in ("INFO", "OPTIONS", "UPDATE", "NOTIFY"):
-            tx.respond_code(200)
+        try:
+            answer = self.media.answer(request.body.decode(errors="replace"), hold=self.held_local)
+        except sdp.SdpError as exc:
+            log.info("%sunusable re-offer: %s", self.prefix, exc)
+            tx.respond_code(488, "Not Acceptable Here")
             return
-        tx.respond_code(501)
+        response.body = answer.encode()
+        response.headers.set("Content-Type", SDP)
+        tx.respond(response)
+        self._apply_remote_media()
+
+    def _apply_remote_media(self) -> None:
+        if self._bridge is not None and self._browser is not None:
+            self._bridge_media(self._bridge.browser_codec)
+        held = self.media.remote_holds
+        if held != self.held_remote:
+            self.held_remote = held
+            self.notify({"type": "held", "id": self.id, "held": held, "by": "remote"})
+
+    def _on_refer(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
+        """The far end transfers our user: only where the account allows it (RFC 3515)."""
+        account = self.account
+        refer_to = request.headers.get("Refer-To") or request.headers.get("r")
+        if account is None or not account.allow_refer:
+            tx.respond_code(403, "Forbidden (transfer not allowed)")
+            return
+        try:
+            target = Address.parse(refer_to or "").uri
+        except ValueError:
+            tx.respond_code(400, "Bad Refer-To")
+            return
+        tx.respond_code(202)
+        self._spawn(self._follow_refer(dialog, target))
+
+    async def _follow_refer(self, old: Dialog, target: URI) -> None:
+        """Call the transfer target from the same browser leg and RTP port, then swap."""
+        await self._send_sipfrag(old, "SIP/2.0 100 Trying")
+        offer = self.media.full_offer(self.media.codec)
+        invite = OutgoingInvite(
+            self.ua,
+            target=target,
+            peer=peer_for_uri(target, old.origin),
+            from_address=Address(uri=old.local_address.uri, name=old.local_address.name),
+            to_address=Address(uri=target),
+            sdp=offer.sdp.encode(),
+            credentials=self.account.credentials if self.account else None,
+        )
+        outcome = await invite.run()
+        if not isinstance(outcome, Answered):
+            await self._send_sipfrag(old, f"SIP/2.0 {outcome.code} {outcome.reason}")
+            return
+        try:
+            self.media.take_answer(outcome.sdp.decode(errors="replace"), offer)
+        except sdp.SdpError:
+            await self.ua.bye(outcome.dialog)
+            await self._send_sipfrag(old, "SIP/2.0 488 Not Acceptable Here")
+            return
+        self.ua.register_dialog(outcome.dialog, self)
+        self._dialog = outcome.dialog
+        self._apply_remote_media()
+        await self._send_sipfrag(old, "SIP/2.0 200 OK")
+        self.ua.unregister_dialog(old)
+        await self.ua.bye(old)
+        self.notify({"type": "transferred", "id": self.id, "to": str(target)})
+
+    async def _send_sipfrag(self, dialog: Dialog, status: str) -> None:
+        request = dialog.new_request(
+            "NOTIFY", body=(status + "\r\n").encode(), content_type="message/sipfrag;version=2.0"
+        )
+        final = "terminated;reason=noresource" if not status.startswith("SIP/2.0 1") else "active"
+        request.headers.set("Event", "refer")
+        request.headers.set("Subscription-State", final)
+        tx = self.ua.tl.send_request(request, dialog.next_hop())
+        with contextlib.suppress(Exception):
+            await tx.final
 
     # --- ending ---------------------------------------------------------------------
 
@@ -305,30 +507,27 @@ class Call:
         task = asyncio.ensure_future(self._end(ended))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    def _cancel_setup(self) -> None:
+        """Subclasses: stop a setup still under way (CANCEL, or reject the INVITE)."""
+
     async def close(self, reason: str = "Gateway shutting down") -> None:
         """Shutdown or WebSocket loss: end the call whatever its state, and wait for it."""
-        if self.active or self.state is CallState.ENDING:
-            self._local_hangup = True
-            if self._dialog is None and self._invite is not None and not self.ended.done():
-                self._invite.cancel()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self.ended), 2 * self.config.sip_t1 * 64)
-            if not self.ended.done():
-                await self._end(CallEnded(503, reason, "gateway"))
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if not self.ended.done():
+            await self._end(CallEnded(503, reason, "gateway"))
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _end(self, ended: CallEnded) -> None:
         if self.ended.done():
             return
         self._set_state(CallState.ENDING)
-        if self._no_answer is not None:
-            self._no_answer.cancel()
+        for name in list(self._timers):
+            self._cancel_timer(name)
         dialog, self._dialog = self._dialog, None
-        if dialog is None and self._invite is not None:
-            self._invite.cancel()  # no-op unless the INVITE is still pending
+        if dialog is None:
+            self._cancel_setup()
         if self._bridge is not None:
             self._bridge.stop()
         if self._sip_media is not None:

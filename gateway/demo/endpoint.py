@@ -71,6 +71,9 @@ class DemoCall:
     def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
         tx.respond_code(200 if request.method in ("INFO", "OPTIONS") else 501)
 
+    def on_ack(self, dialog: Dialog, ack: Request) -> None:
+        pass  # the demo never sends a late offer
+
     def stop(self) -> None:
         if self._tone_task is not None:
             self._tone_task.cancel()

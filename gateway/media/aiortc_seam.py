@@ -18,7 +18,7 @@ from typing import Any
 
 import aioice.ice
 import av
-from aiortc import MediaStreamTrack, RTCRtpReceiver
+from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,14 @@ class PacketSourceTrack(MediaStreamTrack):
     kind = "audio"
     QUEUE_LIMIT = 10  # 200 ms: beyond that old audio is worse than a gap
 
-    def __init__(self, clock_rate: int) -> None:
+    def __init__(self, clock_rate: int = 48000) -> None:
         super().__init__()
         self._time_base = fractions.Fraction(1, clock_rate)
         self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue()
+
+    def set_clock_rate(self, clock_rate: int) -> None:
+        """When we offer, the codec (and so the RTP clock) is known only from the answer."""
+        self._time_base = fractions.Fraction(1, clock_rate)
 
     def push(self, payload: bytes, timestamp: int) -> None:
         if self.readyState != "live":
@@ -81,6 +85,16 @@ class PacketSourceTrack(MediaStreamTrack):
         if self.readyState == "live":
             self._queue.put_nowait(None)
         super().stop()
+
+
+def prefer_codecs(transceiver: Any, names: Sequence[str]) -> None:
+    """Offer only these codecs (by name, in order) on an aiortc transceiver we offer from."""
+    capabilities = RTCRtpSender.getCapabilities("audio").codecs
+    wanted = [
+        c for name in names for c in capabilities if c.mimeType.lower() == f"audio/{name.lower()}"
+    ]
+    if wanted:
+        transceiver.setCodecPreferences(wanted)
 
 
 def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:

@@ -7,12 +7,15 @@ in that direction. Timestamps are re-based per leg; each leg keeps its own SSRC.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sdp
 from gateway.media.browser_leg import BrowserLeg
 from gateway.media.codecs import FRAME_MS, Transcoder, rtp_clock_rate_of
+from gateway.media.dtmf import DtmfReceiver, DtmfSender
 from gateway.media.sip_leg import SipMediaLeg
 
 log = logging.getLogger(__name__)
@@ -69,9 +72,15 @@ class Bridge:
     ) -> None:
         self.browser = browser
         self.sip = sip
+        self.prefix = log_prefix
+        self.browser_codec = browser_codec
         self.to_sip = _Direction(browser_codec, sip_codec)
         self.to_browser = _Direction(sip_codec, browser_codec)
         self.transcoding = self.to_sip.transcoder is not None
+        self.telephone_event: sdp.Codec | None = None
+        self.on_digit: Callable[[str], None] | None = None
+        self._dtmf_in: DtmfReceiver | None = None
+        self._dtmf_tasks: set[asyncio.Task[None]] = set()
         log.info(
             "%sbridge %s/%d <-> %s/%d (%s)",
             log_prefix,
@@ -84,14 +93,67 @@ class Bridge:
         browser.on_packet = self._from_browser
         sip.on_packet = lambda h: self._from_sip(h.payload_type, h.timestamp, h.marker, h.payload)
 
+    def set_sip_codec(self, codec: sdp.Codec) -> None:
+        """The far end changed codec (a 200 after a different 183, or a re-INVITE)."""
+        if (
+            _same_codec(codec, self.to_sip.dst)
+            and codec.payload_type == self.to_sip.dst.payload_type
+        ):
+            return
+        log.info("%sSIP codec now %s/%d", self.prefix, codec.name, codec.clock_rate)
+        self.to_sip = _Direction(self.browser_codec, codec)
+        self.to_browser = _Direction(codec, self.browser_codec)
+        self.transcoding = self.to_sip.transcoder is not None
+
+    def set_telephone_event(self, event: sdp.Codec | None) -> None:
+        """RFC 4733 events on the SIP leg: their payload type and clock come from the SDP."""
+        self.telephone_event = event
+        self._dtmf_in = DtmfReceiver(event.clock_rate) if event else None
+
+    def send_dtmf(self, digits: str) -> bool:
+        """Send digits as RFC 4733 events on the SIP leg; False if none was negotiated."""
+        event = self.telephone_event
+        if event is None:
+            return False
+        task = asyncio.create_task(self._play_dtmf(event, digits))
+        self._dtmf_tasks.add(task)
+        task.add_done_callback(self._dtmf_tasks.discard)
+        return True
+
+    async def _play_dtmf(self, event: sdp.Codec, digits: str) -> None:
+        sender = DtmfSender(event.clock_rate)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        timestamp = 0
+        for at, _digit, packet in sender.schedule(digits):
+            await asyncio.sleep(max(0.0, start + at - loop.time()))
+            if packet.marker:
+                # Every packet of one event carries its start time (RFC 4733 section 2.5.1.2).
+                timestamp = self.sip.next_timestamp(event.clock_rate)
+            self.sip.send(
+                packet.payload,
+                event.payload_type,
+                timestamp + packet.timestamp_offset,
+                packet.marker,
+                audio=False,
+            )
+
     def _from_browser(self, pt: int, seq: int, ts: int, marker: bool, payload: bytes) -> None:
         for frame, out_ts in self.to_sip.convert(pt, ts, payload):
             self.sip.send(frame, self.to_sip.dst.payload_type, out_ts, marker)
 
     def _from_sip(self, pt: int, ts: int, marker: bool, payload: bytes) -> None:
+        event = self.telephone_event
+        if event is not None and pt == event.payload_type:
+            digit = self._dtmf_in.receive(ts, marker, payload) if self._dtmf_in else None
+            if digit is not None and self.on_digit is not None:
+                self.on_digit(digit)
+            return
         for frame, out_ts in self.to_browser.convert(pt, ts, payload):
             self.browser.send(frame, out_ts)
 
     def stop(self) -> None:
         self.browser.on_packet = None
         self.sip.on_packet = None
+        for task in self._dtmf_tasks:
+            task.cancel()

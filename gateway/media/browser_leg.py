@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -45,6 +46,7 @@ class BrowserLeg:
         )
         self._pc = RTCPeerConnection(configuration=config)
         self._track: aiortc_seam.PacketSourceTrack | None = None
+        self._transceiver: Any = None
         self.codec: sdp.Codec | None = None
         self.on_packet: PacketHandler | None = None
         self.on_failed: Callable[[], None] | None = None
@@ -80,6 +82,36 @@ class BrowserLeg:
             raise BrowserMediaError(f"cannot answer the browser offer: {exc}") from exc
         self.codec = codec
         return str(self._pc.localDescription.sdp)
+
+    async def offer(self, codecs: Sequence[str]) -> str:
+        """Offer audio with these codecs (names, preferred first) for an inbound call."""
+        try:
+            self._track = aiortc_seam.PacketSourceTrack()
+            sender = self._pc.addTrack(self._track)
+            transceiver = next(t for t in self._pc.getTransceivers() if t.sender is sender)
+            aiortc_seam.prefer_codecs(transceiver, codecs)
+            aiortc_seam.tap_receiver(transceiver.receiver, self._deliver)
+            await self._pc.setLocalDescription(await self._pc.createOffer())
+        except Exception as exc:
+            raise BrowserMediaError(f"cannot make an offer: {exc}") from exc
+        self._transceiver = transceiver
+        return str(self._pc.localDescription.sdp)
+
+    async def accept_answer(self, answer: str) -> sdp.Codec:
+        """Apply the page's answer; returns the codec it chose (its first one)."""
+        try:
+            chosen = sdp.parse_remote(answer).codec
+        except sdp.SdpError as exc:
+            raise BrowserMediaError(f"unusable answer from the page: {exc}") from exc
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            aiortc_seam.harden_transport(self._transceiver.receiver)
+        except Exception as exc:
+            raise BrowserMediaError(f"cannot apply the page's answer: {exc}") from exc
+        assert self._track is not None
+        self._track.set_clock_rate(chosen.clock_rate)
+        self.codec = chosen
+        return chosen
 
     def _deliver(self, pt: int, seq: int, ts: int, marker: bool, payload: bytes) -> None:
         if self.on_packet is not None:

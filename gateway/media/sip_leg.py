@@ -58,6 +58,7 @@ class SipMediaLeg:
         self._sequence = secrets.randbits(16)
         self._ts_origin = secrets.randbits(32)
         self._latched = False
+        self._last_timestamp = 0
         self._prefix = log_prefix
 
     async def open(self) -> None:
@@ -85,7 +86,21 @@ class SipMediaLeg:
         self.remote = (address, port)
         self._latched = False
 
-    def send(self, payload: bytes, payload_type: int, timestamp: int, marker: bool = False) -> None:
+    def next_timestamp(self, clock_rate: int) -> int:
+        """Where the media clock stands now, for events sent between audio packets."""
+        return self._last_timestamp + clock_rate // 50
+
+    def send(
+        self,
+        payload: bytes,
+        payload_type: int,
+        timestamp: int,
+        marker: bool = False,
+        *,
+        audio: bool = True,
+    ) -> None:
+        if audio:
+            self._last_timestamp = timestamp
         if self._rtp is None or self.remote is None:
             return
         self._sequence = (self._sequence + 1) & 0xFFFF

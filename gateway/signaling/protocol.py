@@ -54,7 +54,32 @@ class Dtmf:
     digits: str
 
 
-ClientMessage = Hello | Call | Hangup | Candidate | Dtmf
+@dataclass(frozen=True)
+class Accept:
+    id: str
+    sdp: str
+
+
+@dataclass(frozen=True)
+class Reject:
+    id: str
+    code: int
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: str
+    to: str
+
+
+ClientMessage = Hello | Call | Hangup | Candidate | Dtmf | Accept | Reject | Hold | Transfer
+REJECT_CODES = {486, 480, 603, 488, 403}
 
 
 def _string(obj: dict[str, Any], key: str, *, limit: int, required: bool = True) -> str | None:
@@ -114,4 +139,20 @@ def parse(text: str | bytes) -> ClientMessage:
         if not set(digits) <= DTMF_DIGITS:
             raise ProtocolError("bad-message", "'digits' may only hold 0-9, *, # and A-D", _id(obj))
         return Dtmf(id=_call_id(obj), digits=digits)
+    if kind == "accept":
+        sdp = _string(obj, "sdp", limit=MAX_SDP_BYTES)
+        assert sdp is not None
+        return Accept(id=_call_id(obj), sdp=sdp)
+    if kind == "reject":
+        code = obj.get("code", 486)
+        if not isinstance(code, int) or isinstance(code, bool) or code not in REJECT_CODES:
+            allowed = ", ".join(str(c) for c in sorted(REJECT_CODES))
+            raise ProtocolError("bad-message", f"'code' must be one of {allowed}", _id(obj))
+        return Reject(id=_call_id(obj), code=code)
+    if kind in ("hold", "unhold"):
+        return Hold(id=_call_id(obj), on=kind == "hold")
+    if kind == "transfer":
+        to = _string(obj, "to", limit=256)
+        assert to is not None
+        return Transfer(id=_call_id(obj), to=to.strip())
     raise ProtocolError("unknown-type", f"unknown message type {kind[:40]!r}", _id(obj))

@@ -1,4 +1,4 @@
-"""One browser connection: the hello, its calls, and one writer for its messages."""
+"""One browser connection: who it is (hello), its calls, and one writer for its messages."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from gateway.calls.call import Call
+from gateway.calls.call import CallError
+from gateway.config import User
 from gateway.signaling import protocol
 from gateway.signaling.protocol import ProtocolError
 
@@ -26,9 +27,11 @@ class Session:
         self.gateway = gateway
         self.id = secrets.token_hex(8)
         self.peer = peer
-        self.user: str | None = None
+        self.user: User | None = None
         self.greeted = False
-        self.calls: dict[str, Call] = {}
+        self.calls: dict[str, Any] = {}
+        # Calls this session owns (made or answered) end with it; ringing ones are only left.
+        self._owned: set[str] = set()
         self._send = send
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
@@ -55,6 +58,19 @@ class Session:
             reply["id"] = call_id
         self.notify(reply)
 
+    # --- calls ringing here (inbound and browser-to-browser) -------------------------
+
+    def adopt(self, call: Any) -> None:
+        self.calls[call.id] = call
+
+    def release(self, call: Any) -> None:
+        call_id: str = call.id
+        if self.calls.get(call_id) is call:
+            del self.calls[call_id]
+        self._owned.discard(call_id)
+
+    # --- messages from the page ------------------------------------------------------
+
     async def on_text(self, text: str | bytes) -> None:
         try:
             message = protocol.parse(text)
@@ -69,34 +85,60 @@ class Session:
 
     async def _handle(self, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Hello):
-            self.greeted = True
-            self.user = message.user
-            self.notify(
-                {
-                    "type": "welcome",
-                    "session": self.id,
-                    "iceServers": self.gateway.browser_ice_servers(),
-                    "demo": self.gateway.demo_info(),
-                }
-            )
+            self._hello(message)
             return
         if not self.greeted:
-            raise ProtocolError("no-session", "send hello first")
+            raise ProtocolError("no-session", "send hello (with valid credentials) first")
         if isinstance(message, protocol.Call):
             self._start_call(message)
             return
         call = self.calls.get(message.id)
         if call is None:
             raise ProtocolError("no-such-call", f"no call with id {message.id!r}", message.id)
+        try:
+            await self._call_request(call, message)
+        except CallError as exc:
+            raise ProtocolError(exc.code, exc.message, message.id) from None
+
+    async def _call_request(self, call: Any, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Hangup):
-            call.hangup()
-        elif isinstance(message, protocol.Dtmf):
-            if not await call.send_dtmf(message.digits):
-                raise ProtocolError("bad-state", "DTMF needs a connected call", message.id)
+            call.hangup(self)
+        elif isinstance(message, protocol.Accept):
+            call.accept(self, message.sdp)
+            self._owned.add(call.id)
+        elif isinstance(message, protocol.Reject):
+            call.reject(self, message.code)
         elif isinstance(message, protocol.Candidate):
-            # The gateway answers with every candidate in its SDP and expects the page to
-            # do the same (the SIP side needs a complete offer); late ones add nothing.
-            pass
+            call.candidate(self, message.candidate)
+        elif isinstance(message, protocol.Dtmf):
+            await call.send_dtmf(message.digits)
+        elif isinstance(message, protocol.Hold):
+            await call.hold(message.on)
+        elif isinstance(message, protocol.Transfer):
+            try:
+                target = self.gateway.transfer_target(message.to, call)
+            except ValueError as exc:
+                raise ProtocolError("bad-number", str(exc), message.id) from None
+            await call.transfer(message.to, target)
+
+    def _hello(self, message: protocol.Hello) -> None:
+        user = self.gateway.authenticate(message.user, message.token)
+        if user is None:
+            raise ProtocolError("auth-failed", "unknown user or wrong password")
+        self.greeted = True
+        self.user = user
+        self.gateway.attach(self)
+        welcome: dict[str, Any] = {
+            "type": "welcome",
+            "session": self.id,
+            "iceServers": self.gateway.browser_ice_servers(),
+            "demo": self.gateway.demo_info(),
+            "user": user.name,
+            "registrations": self.gateway.registration_states(),
+        }
+        if user.extension:
+            welcome["extension"] = user.extension
+        self.notify(welcome)
 
     def _start_call(self, message: protocol.Call) -> None:
         if message.id in self.calls:
@@ -105,23 +147,23 @@ class Session:
         if active >= MAX_CALLS_PER_SESSION:
             raise ProtocolError("busy", "too many calls on this session", message.id)
         try:
-            route = self.gateway.route(message.to)
+            call = self.gateway.place_call(self, message.id, message.to, message.sdp)
         except ValueError as exc:
             raise ProtocolError("bad-number", str(exc), message.id) from None
-        call = self.gateway.new_call(message.id, message.to, message.sdp, route, self.notify)
         self.calls[message.id] = call
-        call.ended.add_done_callback(lambda _f: self._forget(message.id, call))
+        self._owned.add(message.id)
+        call.ended.add_done_callback(lambda _f: self.release(call))
         call.start()
 
-    def _forget(self, call_id: str, call: Call) -> None:
-        # Keep the id reserved briefly? No: ids are the page's, a new call gets a new one.
-        if self.calls.get(call_id) is call:
-            del self.calls[call_id]
-
     async def end_calls(self, reason: str) -> None:
-        """End every call (BYE or CANCEL), then let the page read why before anything closes."""
-        calls = list(self.calls.values())
-        await asyncio.gather(*(c.close(reason) for c in calls), return_exceptions=True)
+        """End the calls this page owns (BYE or CANCEL), leave those only ringing here, then
+        let the page read why before anything closes."""
+        owned = [c for cid, c in self.calls.items() if cid in self._owned]
+        for call_id, call in list(self.calls.items()):
+            if call_id not in self._owned:
+                call.leave(self)  # ringing here only: stop ringing on this page
+                self.release(call)
+        await asyncio.gather(*(c.close(reason) for c in owned), return_exceptions=True)
         if not self._writer.done():
             await asyncio.wait([asyncio.ensure_future(self._outbox.join())], timeout=2)
 

@@ -42,6 +42,9 @@ class DialogOwner(Protocol):
     def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
         """Any in-dialog request but BYE and ACK; must send a final response."""
 
+    def on_ack(self, dialog: Dialog, ack: Request) -> None:
+        """The ACK of a 2xx to a re-INVITE (it carries the answer after a late offer)."""
+
 
 # --- outgoing INVITE --------------------------------------------------------------
 
@@ -65,6 +68,7 @@ class Provisional:
 class Answered:
     dialog: Dialog
     sdp: bytes
+    response: Response | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,7 @@ class OutgoingInvite:
             self._set_state(InviteState.FAILED)
             return Failed(487, "Request Terminated")
         self._set_state(InviteState.ANSWERED)
-        return Answered(dialog, response.body)
+        return Answered(dialog, response.body, response)
 
     def _on_response(self, response: Response) -> None:
         request = self._request
@@ -273,6 +277,7 @@ class IncomingInvite:
         self.dialog = Dialog.from_uas(request, tx.to_tag, peer, contact)
         self.cancelled = asyncio.Event()
         self.on_cancel: Callable[[], None] | None = None
+        self.ack: Request | None = None
 
     def ring(self, code: int = 180, sdp: bytes | None = None) -> None:
         self.tx.respond(self._response(code, sdp))
@@ -280,9 +285,13 @@ class IncomingInvite:
     def reject(self, code: int, phrase: str | None = None) -> None:
         self.tx.respond(self._response(code, None, phrase))
 
-    async def accept(self, sdp: bytes, owner: DialogOwner) -> Dialog:
+    async def accept(
+        self, sdp: bytes, owner: DialogOwner, *, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Dialog:
         """Send 2xx and retransmit it until the ACK (section 13.3.1.4), Timer L at most."""
         response = self._response(200, sdp)
+        for name, value in headers:
+            response.headers.set(name, value)
         self.ua.register_dialog(self.dialog, owner)
         self.dialog.set_state(DialogState.CONFIRMED)
         self.tx.respond(response)
@@ -294,7 +303,7 @@ class IncomingInvite:
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(acked), interval)
+                    self.ack = await asyncio.wait_for(asyncio.shield(acked), interval)
                     return self.dialog
                 if loop.time() >= deadline:
                     break
@@ -344,7 +353,7 @@ class UserAgent:
         self.on_invite: Callable[[IncomingInvite], None] | None = None
         self._dialogs: dict[tuple[str, str], DialogOwner] = {}
         self._dialog_objects: dict[tuple[str, str], Dialog] = {}
-        self._ack_waiters: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._ack_waiters: dict[tuple[str, str], asyncio.Future[Request]] = {}
         self._incoming: dict[str, IncomingInvite] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -382,8 +391,8 @@ class UserAgent:
         if waiter is not None:
             waiter.cancel()
 
-    def wait_ack(self, dialog: Dialog) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def wait_ack(self, dialog: Dialog) -> asyncio.Future[Request]:
+        future: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
         self._ack_waiters[dialog.key] = future
         return future
 
@@ -481,7 +490,9 @@ class UserAgent:
         if request.method == "ACK":
             waiter = self._ack_waiters.pop(key, None)
             if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(request)
+            elif owner is not None and dialog is not None:
+                owner.on_ack(dialog, request)
             return
         if tx is None:
             return

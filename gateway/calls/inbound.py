@@ -1,0 +1,228 @@
+"""A call from the SIP side to a browser user: every open page of the user rings, the
+first `accept` wins, and the gateway answers the INVITE with the SIP side of that page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import sdp
+from gateway.calls.call import Call, CallEnded, CallError, CallState
+from gateway.config import Config, Trunk, User
+from gateway.media.browser_leg import BrowserLeg, BrowserMediaError
+from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.sip.transaction import TransactionTimeout
+from gateway.sip.ua import IncomingInvite, UserAgent
+
+log = logging.getLogger(__name__)
+
+
+class Ringable(Protocol):
+    """A page session that can ring: it shows the call and forgets it when told."""
+
+    def notify(self, message: dict[str, Any]) -> None: ...
+
+    def adopt(self, call: Any) -> None: ...
+
+    def release(self, call: Any) -> None: ...
+
+
+def caller_of(incoming: IncomingInvite) -> tuple[str, str]:
+    """(number or user, display name) of whoever is calling."""
+    address = incoming.request.from_address
+    return (address.uri.user or address.uri.host), address.name.strip('"')
+
+
+class InboundCall(Call):
+    def __init__(
+        self,
+        call_id: str,
+        incoming: IncomingInvite,
+        *,
+        user: User,
+        sessions: list[Ringable],
+        ua: UserAgent,
+        config: Config,
+        ports: PortAllocator,
+        account: Trunk | None,
+    ) -> None:
+        super().__init__(
+            call_id, ua=ua, config=config, ports=ports, notify=self._broadcast, account=account
+        )
+        self.incoming = incoming
+        self.user = user
+        self.ringing: list[Ringable] = list(sessions)
+        self.answered_by: Ringable | None = None
+        self._remote_offer: sdp.RemoteMedia | None = None
+        incoming.on_cancel = self._on_caller_cancel
+
+    def _broadcast(self, message: dict[str, Any]) -> None:
+        for session in self.ringing:
+            session.notify(message)
+
+    def _reject(self, code: int, reason: str | None = None) -> None:
+        if self.incoming.tx.last_response is None or self.incoming.tx.last_response.code < 200:
+            self.incoming.reject(code, reason)
+
+    async def start(self) -> None:
+        offer = self.incoming.sdp
+        if offer is not None:
+            try:
+                self._remote_offer = sdp.parse_remote(offer.decode(errors="replace"))
+            except sdp.SdpError as exc:
+                log.info("%sunusable offer: %s", self.prefix, exc)
+                self._reject(488)
+                await self._end(CallEnded(488, f"Unusable offer: {exc}", "remote"))
+                return
+        try:
+            await self._open_sip_media()
+        except (PortsExhausted, OSError):
+            self._reject(503)
+            await self._end(CallEnded(503, "No media port available", "gateway"))
+            return
+        # Offer the page the far end's codec first, so the common case is relayed as is.
+        names = [c.name for c in self._remote_offer.codecs] if self._remote_offer else []
+        names += [n for n in sdp.SUPPORTED_CODECS if n not in names]
+        self._browser = BrowserLeg(self.config.ice_servers, log_prefix=self.prefix)
+        self._browser.on_failed = self._on_ice_failed
+        try:
+            page_offer = await self._browser.offer(names)
+        except BrowserMediaError as exc:
+            log.warning("%s%s", self.prefix, exc)
+            self._reject(500)
+            await self._end(CallEnded(500, "Gateway error", "gateway"))
+            return
+        number, name = caller_of(self.incoming)
+        for session in self.ringing:
+            session.adopt(self)
+        message: dict[str, Any] = {
+            "type": "incoming",
+            "id": self.id,
+            "from": number,
+            "sdp": page_offer,
+        }
+        if name:
+            message["fromName"] = name
+        self.notify(message)
+        self.incoming.ring(180)
+        self._set_state(CallState.RINGING)
+        self._timer("ring", self.config.ring_timeout, self._on_ring_timeout)
+
+    def _on_ring_timeout(self) -> None:
+        log.info("%snobody answered in %.0f s", self.prefix, self.config.ring_timeout)
+        self._reject(480, "Temporarily Unavailable (no answer)")
+        self._spawn_end(CallEnded(480, "No answer", "gateway"))
+
+    def _on_caller_cancel(self) -> None:
+        self._spawn_end(CallEnded(487, "Cancelled by caller", "remote"))
+
+    # --- page requests ---------------------------------------------------------------
+
+    def accept(self, session: Any, answer: str) -> None:
+        if self.state is not CallState.RINGING or session not in self.ringing:
+            raise CallError("bad-state", "this call is no longer ringing here")
+        self._cancel_timer("ring")
+        self.answered_by = session
+        self._set_state(CallState.ANSWERING)
+        for other in self.ringing:
+            if other is not session:
+                other.notify(
+                    {
+                        "type": "hangup",
+                        "id": self.id,
+                        "code": 200,
+                        "reason": "Answered elsewhere",
+                        "by": "remote",
+                    }
+                )
+                other.release(self)
+        self.ringing = [session]
+        self._spawn(self._complete(answer))
+
+    async def _complete(self, page_answer: str) -> None:
+        assert self._browser is not None
+        try:
+            browser_codec = await self._browser.accept_answer(page_answer)
+        except BrowserMediaError as exc:
+            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self._reject(488)
+            await self._end(CallEnded(488, str(exc), "local"))
+            return
+        try:
+            dialog = await self._answer_sip(browser_codec)
+        except TransactionTimeout:
+            await self._end(CallEnded(408, "The caller never confirmed the answer", "remote"))
+            return
+        except sdp.SdpError as exc:
+            await self._end(CallEnded(488, f"Unusable SDP in the ACK: {exc}", "remote"))
+            return
+        if dialog is None or not self.active:
+            return
+        self._bridge_media(browser_codec)
+        self._connected()
+        self.notify({"type": "answer", "id": self.id})
+
+    async def _answer_sip(self, browser_codec: sdp.Codec) -> Any:
+        incoming = self.incoming
+        self._take_session_timer(incoming.request, we_are_uac=False)
+        headers: list[tuple[str, str]] = []
+        expires = self._session_expires_header()
+        if expires:
+            headers += [("Session-Expires", expires), ("Require", "timer")]
+        remote = self._remote_offer
+        if remote is not None:
+            # Keep the browser's codec on the SIP side when the caller offered it: no transcoding.
+            self.media.codec = next(
+                (c for c in remote.codecs if c.same_format(browser_codec)), remote.codec
+            )
+            assert incoming.sdp is not None
+            answer = self.media.answer(incoming.sdp.decode(errors="replace"))
+            dialog = await incoming.accept(answer.encode(), self, headers=tuple(headers))
+        else:
+            # Late offer (RFC 3261 section 13.2.1): we offer in the 200, the ACK answers.
+            offer = self.media.full_offer(
+                sdp.Codec(
+                    browser_codec.name,
+                    browser_codec.clock_rate,
+                    browser_codec.channels,
+                    browser_codec.payload_type if browser_codec.payload_type < 96 else 111,
+                    browser_codec.fmtp,
+                )
+            )
+            dialog = await incoming.accept(offer.sdp.encode(), self, headers=tuple(headers))
+            ack = incoming.ack
+            try:
+                self.media.take_answer((ack.body if ack else b"").decode(errors="replace"), offer)
+            except sdp.SdpError:
+                self._dialog = dialog
+                raise
+        self._dialog = dialog
+        return dialog
+
+    def reject(self, session: Any, code: int) -> None:
+        if self.state is not CallState.RINGING:
+            raise CallError("bad-state", "this call is no longer ringing")
+        self._reject(code)
+        self._spawn_end(CallEnded(code, "Declined", "local"))
+
+    def hangup(self, session: Any = None) -> None:
+        if self.state is CallState.RINGING:
+            self._reject(486)
+            self._spawn_end(CallEnded(486, "Declined", "local"))
+            return
+        super().hangup(session)
+
+    def leave(self, session: Any) -> None:
+        if session in self.ringing and self.state is CallState.RINGING:
+            self.ringing.remove(session)
+            if not self.ringing:
+                self._reject(480)
+                self._spawn_end(CallEnded(480, "No page left to answer", "gateway"))
+
+    def _cancel_setup(self) -> None:
+        self._reject(480 if self.state is CallState.RINGING else 503)
+
+    async def _end(self, ended: CallEnded) -> None:
+        await super()._end(ended)
+        for session in self.ringing:
+            session.release(self)
