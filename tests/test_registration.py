@@ -7,6 +7,7 @@ The sipp scenarios are tests/sipp/uas_register_*.xml; each describes what it che
 from __future__ import annotations
 
 import asyncio
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,13 +19,22 @@ from gateway.sip.auth import Credentials, parse_auth_header
 from gateway.sip.registration import Registration, RegistrationState, RegistrationStatus
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
-from gateway.sip.ua import UserAgent
-from tests.support.sipp import SippUas, sipp_available
+from gateway.sip.ua import Failed, IncomingInvite, UserAgent
+from tests.support.kamailio import Kamailio, kamailio_available
+from tests.support.sipp import SippUac, SippUas, sipp_available
 
 S = RegistrationState
 AOR = Address.parse("<sip:alice@sipgw.test>")
 ALICE = Credentials("alice", "secret")
 
+# Registered as a marker by the project's pytest configuration; until it is, reading it
+# would warn, and warnings are errors in this suite.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+    kamailio_mark = pytest.mark.kamailio
+no_kamailio = pytest.mark.skipif(
+    not kamailio_available(), reason="kamailio not installed (Debian package kamailio)"
+)
 no_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp not installed (Debian sip-tester)")
 
 
@@ -158,7 +168,7 @@ async def test_digest_register_then_stop_unregisters() -> None:
         status = await log.state(S.REGISTERED)
         # The Contact's expires=300 beats the 200's Expires: 100 header.
         assert status == RegistrationStatus(
-            S.REGISTERED, "200 OK", 200, 300, f"<sip:alice@127.0.0.1:{ua.port}>"
+            S.REGISTERED, "200 OK, expires 300 s", 200, 300, f"<sip:alice@127.0.0.1:{ua.port}>"
         )
         await reg.stop()
         assert reg.status.state is S.UNREGISTERED and reg.status.code == 200
@@ -334,3 +344,77 @@ async def test_gives_up_after_two_answered_challenges() -> None:
     assert len(requests) == 3
     assert requests[0].headers.get("Authorization") is None
     assert [auth_params(r)["nonce"][-2:] for r in requests[1:]] == ["n1", "n2"]
+
+
+# --- against Kamailio ---------------------------------------------------------------------
+
+
+@kamailio_mark
+@pytest.mark.sipp
+@no_kamailio
+@no_sipp
+@pytest.mark.parametrize(
+    ("user", "transport"), [("alice", TransportKind.UDP), ("bob", TransportKind.TCP)]
+)
+async def test_kamailio_routes_calls_to_the_registered_contact_until_stop(
+    user: str, transport: TransportKind
+) -> None:
+    invites: list[IncomingInvite] = []
+
+    def busy(incoming: IncomingInvite) -> None:
+        invites.append(incoming)
+        incoming.reject(486)
+
+    log = StatusLog()
+    async with Kamailio() as kamailio, user_agent() as ua, user_agent() as caller:
+        ua.on_invite = busy
+        aor = Address.parse(f"<sip:{user}@sipgw.test>")
+        reg = Registration(
+            ua,
+            registrar=URI.parse("sip:sipgw.test"),
+            peer=kamailio.peer(transport),
+            aor=aor,
+            credentials=Credentials(user, "secret"),
+            expires=600,
+            contact_user=user,
+            on_change=log,
+        )
+        await reg.start()
+        status = await log.state(S.REGISTERED)
+        assert (status.code, status.expires) == (200, 600), kamailio.log()[-3000:]
+        assert status.contact == str(reg.contact)
+
+        # sipp calls the user at Kamailio; Kamailio finds our Contact and relays the INVITE.
+        target = f"{kamailio.host}:{kamailio.port}"
+        async with SippUac("uac_busy", target, service=user) as uac:
+            assert await uac.wait(timeout=15) == 0, uac.summary() + kamailio.log()[-3000:]
+        assert uac.received("SIP/2.0 486")
+        (incoming,) = invites
+        assert incoming.request.uri == reg.contact.uri
+        assert incoming.peer.transport is transport
+        assert incoming.request.from_address.uri.user == "caller"
+        # Record-Route: once, or twice when Kamailio changes transport (UDP in, TCP out).
+        record_routes = incoming.request.headers.getlist("Record-Route")
+        assert len(record_routes) == (1 if transport is TransportKind.UDP else 2)
+        assert all(f"127.0.0.1:{kamailio.port}" in route for route in record_routes)
+
+        await reg.stop()
+        assert reg.status.state is S.UNREGISTERED and reg.status.code == 200
+        assert reg.history == [
+            S.UNREGISTERED,
+            S.REGISTERING,
+            S.REGISTERED,
+            S.UNREGISTERING,
+            S.UNREGISTERED,
+        ]
+        # The binding is gone: Kamailio has nowhere to send the next call.
+        outcome = await caller.invite(
+            target=URI.parse(kamailio.uri(user)),
+            peer=kamailio.peer(),
+            from_address=Address.parse("<sip:carol@sipgw.test>"),
+            to_address=Address.parse(f"<{kamailio.uri(user)}>"),
+            sdp=b"",
+            credentials=None,
+        ).run()
+        assert isinstance(outcome, Failed) and outcome.code in (404, 480), outcome
+        assert len(invites) == 1

@@ -198,13 +198,20 @@ class Registration:
                 self._set(
                     RegistrationStatus(
                         RegistrationState.REGISTERED,
-                        f"{outcome.code} {outcome.reason}",
+                        f"{outcome.code} {outcome.reason}, expires {outcome.expires} s",
                         outcome.code,
                         outcome.expires,
                         str(self.contact),
                     )
                 )
-                await asyncio.sleep(self.refresh_delay(outcome.expires))
+                delay = self.refresh_delay(outcome.expires)
+                log.debug(
+                    "%s: registered for %d s, refresh in %.1f s",
+                    self.account,
+                    outcome.expires,
+                    delay,
+                )
+                await asyncio.sleep(delay)
                 reason = "refresh"
                 continue
             self._set(
