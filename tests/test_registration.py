@@ -346,6 +346,30 @@ async def test_gives_up_after_two_answered_challenges() -> None:
     assert [auth_params(r)["nonce"][-2:] for r in requests[1:]] == ["n1", "n2"]
 
 
+@pytest.mark.sipp
+@no_sipp
+async def test_failed_refresh_of_a_live_binding_still_unregisters_on_stop() -> None:
+    log = StatusLog()
+    async with SippUas("uas_register_refresh_refused") as uas, user_agent() as ua:
+        reg = registration(ua, uas, log, credentials=None, retry_min=60.0, retry_max=120.0)
+        await reg.start()
+        assert (await log.state(S.REGISTERED)).expires == 4
+        # The refresh (after 2 s) is refused; the binding has 2 s left.
+        failed = await log.state(S.FAILED)
+        assert failed.code == 403
+        await reg.stop()
+        assert reg.history == [
+            S.UNREGISTERED,
+            S.REGISTERING,
+            S.REGISTERED,
+            S.FAILED,
+            S.UNREGISTERING,
+            S.UNREGISTERED,
+        ]
+        assert await uas.wait(timeout=10) == 0, uas.summary()
+    assert [r.headers["Expires"] for r in registers(uas)] == ["600", "600", "0"]
+
+
 # --- against Kamailio ---------------------------------------------------------------------
 
 
