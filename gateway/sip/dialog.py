@@ -21,12 +21,20 @@ class DialogState(StrEnum):
 
 
 def peer_for_uri(uri: URI, default: Peer) -> Peer:
-    """The next hop for a SIP URI; the transport defaults to the one the dialog began on."""
+    """The next hop for a SIP URI; the transport defaults to the one the dialog began on.
+
+    A sips: URI is always reached over TLS (RFC 3261 section 26.2.2; its transport=tcp
+    names the layer under TLS, RFC 5630 section 3.1.3); the deprecated transport=tls of a
+    sip: URI is honoured too. TLS's default port is 5061 (section 19.1.2).
+    """
     transport = default.transport
     param = (uri.parameters.get("transport") or "").upper()
-    if param in TransportKind.__members__:
+    if uri.scheme.lower() == "sips":
+        transport = TransportKind.TLS
+    elif param in TransportKind.__members__:
         transport = TransportKind(param)
-    return Peer(transport, uri.host.strip("[]"), uri.port or 5060)
+    default_port = 5061 if transport is TransportKind.TLS else 5060
+    return Peer(transport, uri.host.strip("[]"), uri.port or default_port)
 
 
 @dataclass
