@@ -12,7 +12,8 @@ from sipmessage import URI
 
 from gateway.media.browser_leg import IceServer
 from gateway.sip.auth import Credentials
-from gateway.sip.transport import Peer, TransportKind
+from gateway.sip.dialog import peer_for_uri
+from gateway.sip.transport import Peer, TlsSettings, TransportKind
 
 
 class ConfigError(ValueError):
@@ -42,8 +43,7 @@ class Trunk:
     @property
     def peer(self) -> Peer:
         hop = self.outbound_proxy or self.uri
-        transport = (hop.parameters.get("transport") or "udp").upper()
-        return Peer(TransportKind(transport), hop.host.strip("[]"), hop.port or 5060)
+        return peer_for_uri(hop, Peer(TransportKind.UDP, hop.host, 5060))
 
     @property
     def domain(self) -> str:
@@ -78,6 +78,7 @@ class Config:
     sip_host: str | None = None
     sip_port: int = 5060
     sip_transports: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP)
+    sip_tls: TlsSettings | None = None
     # The address put in Contact, Via and SDP c= when the bind address is not reachable
     # from the SIP peer (behind NAT, or bound to 0.0.0.0).
     public_address: str | None = None
@@ -145,9 +146,7 @@ def parse_trunk(
     from_user: str | None = None,
     from_domain: str | None = None,
 ) -> Trunk:
-    if uri.startswith("sips:"):
-        raise ConfigError("trunk: sips: (SIP over TLS) is not supported yet; use sip:")
-    text = uri if uri.startswith("sip:") else f"sip:{uri}"
+    text = uri if uri.startswith(("sip:", "sips:")) else f"sip:{uri}"
     try:
         parsed = URI.parse(text)
     except ValueError:
@@ -155,8 +154,8 @@ def parse_trunk(
             f"trunk: {uri!r} is not a SIP URI like sip:host[:port][;transport=udp|tcp]"
         ) from None
     transport = (parsed.parameters.get("transport") or "udp").upper()
-    if transport not in ("UDP", "TCP"):
-        raise ConfigError(f"trunk: transport {transport.lower()!r} is not udp or tcp")
+    if transport not in ("UDP", "TCP", "TLS"):
+        raise ConfigError(f"trunk: transport {transport.lower()!r} is not udp, tcp or tls")
     credentials = None
     if username:
         if password is None:
@@ -172,7 +171,8 @@ def parse_trunk(
 
 _KEYS = {
     "server": {"host", "http_port"},
-    "sip": {"host", "port", "transports", "public_address", "t1"},
+    "sip": {"host", "port", "transports", "public_address", "t1", "tls"},
+    "sip.tls": {"certfile", "keyfile", "cafile", "verify_peer", "server_name"},
     "trunk": {
         "uri",
         "username",
@@ -302,6 +302,23 @@ def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) ->
     )
 
 
+def _tls(sip: dict[str, Any]) -> TlsSettings | None:
+    table = _section(sip, "tls", "sip.tls")
+    if not table:
+        return None
+    certfile = _typed("sip.tls", table, "certfile", str, None)
+    keyfile = _typed("sip.tls", table, "keyfile", str, None)
+    if not certfile or not keyfile:
+        raise ConfigError("sip.tls needs certfile and keyfile")
+    return TlsSettings(
+        certfile=certfile,
+        keyfile=keyfile,
+        cafile=_typed("sip.tls", table, "cafile", str, None),
+        verify_peer=_typed("sip.tls", table, "verify_peer", bool, True),
+        server_name=_typed("sip.tls", table, "server_name", str, None),
+    )
+
+
 def _users(data: dict[str, Any]) -> tuple[User, ...]:
     users = []
     for table in _tables(data, "users"):
@@ -350,9 +367,12 @@ def from_mapping(data: dict[str, Any]) -> Config:
     names = _string_list("sip", sip, "transports")
     if names is None:
         names = ["udp", "tcp"]
-    if not names or not {n.upper() for n in names} <= {"UDP", "TCP"}:
-        raise ConfigError(f"sip.transports may hold udp and tcp only, not {names!r}")
+    if not names or not {n.upper() for n in names} <= {"UDP", "TCP", "TLS"}:
+        raise ConfigError(f"sip.transports may hold udp, tcp and tls only, not {names!r}")
     transports = tuple(dict.fromkeys(TransportKind(n.upper()) for n in names))
+    tls = _tls(sip)
+    if TransportKind.TLS in transports and tls is None:
+        raise ConfigError("sip.transports has tls: [sip.tls] needs certfile and keyfile")
     config = replace(
         d,
         host=_typed("server", server, "host", str, d.host),
@@ -360,6 +380,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         sip_host=_typed("sip", sip, "host", str, d.sip_host),
         sip_port=_typed("sip", sip, "port", int, d.sip_port),
         sip_transports=transports,
+        sip_tls=tls,
         public_address=_typed("sip", sip, "public_address", str, d.public_address),
         sip_t1=_typed("sip", sip, "t1", float, d.sip_t1),
         trunk=trunk,
@@ -406,4 +427,4 @@ def validate(config: Config) -> None:
     if len(set(names)) != len(names):
         raise ConfigError("accounts: names must be unique")
     if not config.sip_transports:
-        raise ConfigError("sip.transports must name udp, tcp or both")
+        raise ConfigError("sip.transports must name udp, tcp or tls")

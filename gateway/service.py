@@ -44,6 +44,7 @@ class Gateway:
             timers=self.timers,
             kinds=config.sip_transports,
             advertised_host=config.advertised_address,
+            tls=config.sip_tls,
         )
         self.ua.on_invite = self._on_invite
         self.demo: DemoEndpoint | None = None

@@ -7,7 +7,6 @@ The sipp scenarios are tests/sipp/uas_register_*.xml; each describes what it che
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -27,11 +26,7 @@ S = RegistrationState
 AOR = Address.parse("<sip:alice@sipgw.test>")
 ALICE = Credentials("alice", "secret")
 
-# Registered as a marker by the project's pytest configuration; until it is, reading it
-# would warn, and warnings are errors in this suite.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    kamailio_mark = pytest.mark.kamailio
+kamailio_mark = pytest.mark.kamailio
 no_kamailio = pytest.mark.skipif(
     not kamailio_available(), reason="kamailio not installed (Debian package kamailio)"
 )

@@ -422,10 +422,13 @@ async def test_invite_200_ack_bye_over_tls(pki: Pki, hangs_up: str) -> None:
         alice_dialog, bob_dialog = outcome.dialog, bob_dialogs[0]
         alice_owner = Owner()
         alice.register_dialog(alice_dialog, alice_owner)  # what a Call does with its dialog
-        # Each side reaches the other at its Contact, the TLS port.
+        # Each side reaches the other at its Contact, the TLS port; a sips: Request-URI
+        # asks for a sips: Contact (RFC 3261 section 8.1.1.8).
         bob_port, alice_port = bob.transport.tls_port, alice.transport.tls_port
-        assert str(alice_dialog.remote_target) == f"sip:bob@{HOST}:{bob_port};transport=tls"
-        assert str(bob_dialog.remote_target) == f"sip:alice@{HOST}:{alice_port};transport=tls"
+        scheme = call.target.scheme
+        contact = "sips:{}@{}:{}" if scheme == "sips" else "sip:{}@{}:{};transport=tls"
+        assert str(alice_dialog.remote_target) == contact.format("bob", HOST, bob_port)
+        assert str(bob_dialog.remote_target) == contact.format("alice", HOST, alice_port)
         assert alice_dialog.next_hop() == tls_peer(bob)
         assert bob_dialog.next_hop() == tls_peer(alice)
 

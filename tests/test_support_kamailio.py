@@ -7,7 +7,6 @@ Kamailio's answers: registration itself is tested in test_registration.py.
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,11 +21,7 @@ from gateway.sip.transport import TransportKind
 from gateway.sip.ua import UserAgent
 from tests.support.kamailio import Kamailio, KamailioError, _listening, kamailio_available, render
 
-# Registered as a marker by the project's pytest configuration; until it is, reading it
-# would warn, and warnings are errors in this suite.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    kamailio_mark = pytest.mark.kamailio
+kamailio_mark = pytest.mark.kamailio
 
 needs_kamailio = pytest.mark.skipif(
     not kamailio_available(), reason="kamailio not installed (Debian package kamailio)"

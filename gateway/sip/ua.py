@@ -26,7 +26,7 @@ from gateway.sip.transaction import (
     TransactionLayer,
     TransactionTimeout,
 )
-from gateway.sip.transport import Peer, SipTransport, TransportKind
+from gateway.sip.transport import Peer, SipTransport, TlsSettings, TransportKind
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,9 @@ class OutgoingInvite:
                 to_address=self.to_address,
                 call_id=self.call_id,
                 cseq=self._cseq,
-                contact=self.ua.tl.contact_for(self.from_address.uri.user, self.peer),
+                contact=self.ua.tl.contact_for(
+                    self.from_address.uri.user, self.peer, sips=self.target.scheme == "sips"
+                ),
                 body=self.sdp,
                 content_type=SDP,
                 user_agent=self.ua.user_agent,
@@ -186,7 +188,7 @@ class OutgoingInvite:
         except ValueError:
             return None
         for contact in contacts:
-            if contact.uri.scheme == "sip":
+            if contact.uri.scheme in ("sip", "sips"):
                 return contact.uri
         return None
 
@@ -273,7 +275,9 @@ class IncomingInvite:
         self.tx = tx
         self.peer = peer
         self.sdp = request.body if _is_sdp(request) else None
-        contact = ua.tl.contact_for(request.to_address.uri.user, peer)
+        contact = ua.tl.contact_for(
+            request.to_address.uri.user, peer, sips=request.uri.scheme == "sips"
+        )
         self.dialog = Dialog.from_uas(request, tx.to_tag, peer, contact)
         self.cancelled = asyncio.Event()
         self.on_cancel: Callable[[], None] | None = None
@@ -342,8 +346,9 @@ class UserAgent:
         user_agent: str = "sipgw",
         kinds: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP),
         advertised_host: str | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
-        self.transport = SipTransport(host, port, kinds=kinds)
+        self.transport = SipTransport(host, port, kinds=kinds, tls=tls)
         if advertised_host:
             self.transport.advertised_host = advertised_host
         self.tl = TransactionLayer(self.transport, timers or Timers())
