@@ -3,16 +3,18 @@ DTMF from the page, and two browser users calling each other through the gateway
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page
 
-from gateway.config import User
+from gateway.config import User, parse_trunk
 from tests.support.audio import dominant_frequency, read_wav, write_tone_wav
 from tests.support.baresip import BaresipPhone, baresip_available
 from tests.support.browser import chromium_available, launch_browser, wait_for_tone
 from tests.support.gateway import gateway_config, running_gateway
+from tests.support.kamailio import Kamailio, kamailio_available
 
 pytestmark = [
     pytest.mark.browser,
@@ -104,3 +106,37 @@ async def test_wrong_password_gets_no_session(tmp_path: Path) -> None:
         assert message and "wrong password" in message
         assert await page.get_attribute("#state", "data-state") != "ready"
         assert await page.is_visible("#login-form")
+
+
+@pytest.mark.kamailio
+@pytest.mark.baresip
+@pytest.mark.skipif(not kamailio_available(), reason="kamailio not installed (Debian package)")
+@pytest.mark.skipif(not baresip_available(), reason="Debian package baresip-core not installed")
+async def test_registered_to_kamailio_phone_calls_page_through_proxy(tmp_path: Path) -> None:
+    page_wav = write_tone_wav(tmp_path / "page.wav", 1000, seconds=30)
+    phone_wav = write_tone_wav(tmp_path / "phone.wav", 440, seconds=60, sample_rate=8000)
+    async with Kamailio(users={"alice": "secret"}) as kamailio:
+        account = replace(
+            parse_trunk(kamailio.uri(), username="alice", password="secret"),
+            name="kamailio",
+            register=True,
+        )
+        config = gateway_config(accounts=(account,), users=(User(name="alice", extension="1001"),))
+        async with running_gateway(config) as running, launch_browser(page_wav) as browser:
+            page = await browser.new_page()
+            await page.goto(f"{running.url}?user=alice")
+            await page.wait_for_selector(
+                '#registrations li[data-account="kamailio"][data-state="registered"]',
+                timeout=10_000,
+            )
+            async with BaresipPhone(tone_wav=phone_wav, record_dir=tmp_path / "rec") as phone:
+                await phone.dial(kamailio.uri("alice"))
+                await answer(page)
+                await phone.wait_event("CALL_ESTABLISHED", timeout=10)
+                heard = await wait_for_tone(page, 440, within=10)
+                assert abs(heard.frequency - 440) < 15, heard
+                await phone.hangup()
+                await page.wait_for_selector("#state[data-state=ended]", timeout=10_000)
+                recordings = await phone.wait_recordings_closed()
+    samples, rate = read_wav(recordings[-1])
+    assert abs(dominant_frequency(samples[-rate:], rate) - 1000) < 15
