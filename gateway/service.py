@@ -269,8 +269,16 @@ class Gateway:
     def registration_states(self) -> list[dict[str, Any]]:
         return [_status(name, r.status) for name, r in self.registrations.items()]
 
+    def active_calls(self) -> list[Any]:
+        calls: dict[str, Any] = {}
+        for session in self.sessions:
+            calls.update({c.id: c for c in session.calls.values() if c.active})
+        calls.update({c.id: c for c in self._inbound if c.active})
+        return list(calls.values())
+
     def health(self) -> dict[str, Any]:
-        active = sum(len(s.calls) for s in self.sessions)
+        calls = self.active_calls()
+        active = len(calls)
         return {
             "status": "ok",
             "sip": {
@@ -282,7 +290,11 @@ class Gateway:
             "registrations": self.registration_states(),
             "demo": self.demo_info(),
             "sessions": len(self.sessions),
-            "calls": {"active": active, "total": self.calls_total},
+            "calls": {
+                "active": active,
+                "total": self.calls_total,
+                "list": [c.describe() for c in calls],
+            },
             "rtp_ports_in_use": self.ports.in_use,
             "sip_transactions": self.ua.tl.active,
         }

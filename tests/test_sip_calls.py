@@ -240,3 +240,27 @@ async def test_redirect_is_followed_to_the_new_target() -> None:
                 assert await first.wait(timeout=10) == 0, first.summary()
                 assert await moved.wait(timeout=10) == 0, moved.summary()
     assert moved.received("INVITE sip:moved@127.0.0.1")
+
+
+async def test_200_with_a_different_codec_than_the_183_is_applied() -> None:
+    async with SippUas("uas_early_media_changes", keys={"early_ms": "1500"}) as uas:
+        async with gateway_to(uas) as running, WebRtcClient(running.ws_url, tone=1000) as client:
+            call_id = await client.call("100")
+            progress = await client.expect("progress")
+            assert "PCMU/8000" in progress["sdp"]
+            await client.accept_answer(progress)
+            answer = await client.expect("answer")
+            # The browser leg keeps PCMU; the SIP leg now speaks PCMA, so the gateway transcodes.
+            assert answer["sdp"] == progress["sdp"]
+            (call,) = running.gateway.health()["calls"]["list"]
+            assert (call["browser_codec"], call["sip_codec"], call["transcoding"]) == (
+                "PCMU",
+                "PCMA",
+                True,
+            )
+            client.received.clear()
+            heard = await client.wait_for_tone(1000)
+            assert abs(heard - 1000) < 20, f"after the 200 switched to PCMA: {heard:.0f} Hz"
+            await client.send({"type": "hangup", "id": call_id})
+            await client.expect("hangup")
+            assert await uas.wait(timeout=10) == 0, uas.summary()

@@ -126,6 +126,18 @@ class Call:
     def active(self) -> bool:
         return self.state not in (CallState.ENDING, CallState.ENDED)
 
+    def describe(self) -> dict[str, Any]:
+        """What /healthz shows about this call: enough to see how its media is carried."""
+        bridge = self._bridge
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "sip_codec": bridge.to_sip.dst.name if bridge else None,
+            "browser_codec": bridge.browser_codec.name if bridge else None,
+            "transcoding": bridge.transcoding if bridge else None,
+            "held": {"local": self.held_local, "remote": self.held_remote},
+        }
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)

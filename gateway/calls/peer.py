@@ -47,6 +47,9 @@ class PeerCall:
     def active(self) -> bool:
         return not self.ended.done()
 
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "state": self.state.value, "browser_to_browser": True}
+
     def _set_state(self, state: CallState) -> None:
         log.info("%s%s -> %s (browser to browser)", self.prefix, self.state, state)
         self.state = state
