@@ -58,9 +58,20 @@ class ToneTrack(MediaStreamTrack):  # type: ignore[misc]
 
 
 class WebRtcClient:
-    def __init__(self, url: str, *, tone: float = 1000.0, codecs: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        tone: float = 1000.0,
+        codecs: tuple[str, ...] = (),
+        user: str | None = None,
+        token: str | None = None,
+    ) -> None:
         self.url = url
         self.tone = tone
+        # hello's credentials: a configured user (inbound calls ring its pages) or none.
+        self.user = user
+        self.token = token
         # MIME subtypes to offer, in order (e.g. ("opus",)); empty: aiortc's defaults.
         self.codecs = codecs
         self.messages: list[dict[str, Any]] = []
@@ -77,7 +88,12 @@ class WebRtcClient:
         self._session = aiohttp.ClientSession()
         self._ws = await self._session.ws_connect(self.url)
         self._reader = asyncio.create_task(self._read())
-        await self.send({"type": "hello"})
+        hello: dict[str, Any] = {"type": "hello"}
+        if self.user is not None:
+            hello["user"] = self.user
+        if self.token is not None:
+            hello["token"] = self.token
+        await self.send(hello)
         self.welcome = await self.expect("welcome")
         return self
 
@@ -126,8 +142,17 @@ class WebRtcClient:
                 if message["type"] == "_closed":
                     raise ConnectionError("socket closed while waiting for " + "/".join(types))
 
-    async def make_offer(self) -> str:
+    def _new_pc(self) -> RTCPeerConnection:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self._tasks.append(asyncio.create_task(self._record(track)))
+
+        return self.pc
+
+    async def make_offer(self) -> str:
+        self.pc = self._new_pc()
         sender = self.pc.addTrack(ToneTrack(self.tone))
         if self.codecs:
             capabilities = RTCRtpSender.getCapabilities("audio").codecs
@@ -139,11 +164,6 @@ class WebRtcClient:
             ]
             transceiver = next(t for t in self.pc.getTransceivers() if t.sender is sender)
             transceiver.setCodecPreferences(wanted)
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._tasks.append(asyncio.create_task(self._record(track)))
-
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
@@ -163,6 +183,27 @@ class WebRtcClient:
     async def accept_answer(self, message: dict[str, Any]) -> None:
         assert self.pc is not None
         await self.pc.setRemoteDescription(RTCSessionDescription(message["sdp"], "answer"))
+
+    async def answer_incoming(self, incoming: dict[str, Any]) -> None:
+        """Answer an `incoming` message's offer with the tone as microphone, and `accept`.
+
+        As the protocol asks of a page: setRemoteDescription(offer), add the track, answer,
+        and send the answer once ICE gathering is complete (aiortc gathers in
+        setLocalDescription, so its local description is already complete).
+        """
+        if self.pc is not None:
+            await self.pc.close()
+        pc = self._new_pc()
+        await pc.setRemoteDescription(RTCSessionDescription(incoming["sdp"], "offer"))
+        pc.addTrack(ToneTrack(self.tone))
+        await pc.setLocalDescription(await pc.createAnswer())
+        await self.send({"type": "accept", "id": incoming["id"], "sdp": pc.localDescription.sdp})
+
+    async def reject(self, incoming: dict[str, Any], code: int | None = None) -> None:
+        message: dict[str, Any] = {"type": "reject", "id": incoming["id"]}
+        if code is not None:
+            message["code"] = code
+        await self.send(message)
 
     def heard_frequency(self, seconds: float = 1.0) -> float:
         if not self.received:
