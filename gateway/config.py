@@ -94,6 +94,11 @@ class Config:
     rtp_port_max: int = 30000
     ice_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] = ()
+    # TURN REST API (coturn use-auth-secret): each session gets credentials valid turn_ttl s.
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: str | None = None
+    turn_ttl: int = 86400
+    ice_transport_policy: str = "all"
     no_answer_timeout: float = 60.0
     sip_t1: float = 0.5
     demo_echo_extension: str = "600"
@@ -191,7 +196,16 @@ _KEYS = {
     "accounts": set(),
     "users": {"name", "password", "extension", "display_name", "caller_id"},
     "dialing": {"country_code", "international_prefix", "national_prefix"},
-    "media": {"rtp_port_min", "rtp_port_max", "ice_addresses", "ice_servers"},
+    "media": {
+        "rtp_port_min",
+        "rtp_port_max",
+        "ice_addresses",
+        "ice_servers",
+        "turn_urls",
+        "turn_secret",
+        "turn_ttl",
+        "ice_transport_policy",
+    },
     "calls": {"no_answer_timeout", "ring_timeout", "rtp_timeout"},
     "demo": {"echo_extension", "tone_extension", "tone_frequency"},
 }
@@ -397,6 +411,12 @@ def from_mapping(data: dict[str, Any]) -> Config:
         rtp_port_max=_typed("media", media, "rtp_port_max", int, d.rtp_port_max),
         ice_addresses=tuple(ice_addresses) if ice_addresses is not None else None,
         ice_servers=ice_servers,
+        turn_urls=tuple(_string_list("media", media, "turn_urls") or ()),
+        turn_secret=_typed("media", media, "turn_secret", str, None),
+        turn_ttl=_typed("media", media, "turn_ttl", int, d.turn_ttl),
+        ice_transport_policy=_typed(
+            "media", media, "ice_transport_policy", str, d.ice_transport_policy
+        ),
         no_answer_timeout=_typed("calls", calls, "no_answer_timeout", float, d.no_answer_timeout),
         demo_echo_extension=_typed("demo", demo, "echo_extension", str, d.demo_echo_extension),
         demo_tone_extension=_typed("demo", demo, "tone_extension", str, d.demo_tone_extension),
@@ -423,6 +443,12 @@ def validate(config: Config) -> None:
     for key in ("no_answer_timeout", "ring_timeout", "rtp_timeout"):
         if getattr(config, key) <= 0:
             raise ConfigError(f"calls.{key} must be positive")
+    if config.ice_transport_policy not in ("all", "relay"):
+        raise ConfigError('media.ice_transport_policy must be "all" or "relay"')
+    if bool(config.turn_urls) != bool(config.turn_secret):
+        raise ConfigError("media.turn_urls and media.turn_secret go together")
+    if config.turn_ttl <= 0:
+        raise ConfigError("media.turn_ttl must be positive")
     names = [a.name for a in config.all_accounts]
     if len(set(names)) != len(names):
         raise ConfigError("accounts: names must be unique")

@@ -4,11 +4,14 @@ demo endpoint, browser users and their sessions, and the routing of calls betwee
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import hashlib
 import hmac
 import ipaddress
 import logging
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 from sipmessage import URI, Address
@@ -251,8 +254,19 @@ class Gateway:
 
     # --- what the pages and /healthz see --------------------------------------------------
 
-    def browser_ice_servers(self) -> list[dict[str, Any]]:
+    def browser_ice_servers(self, user: User | None = None) -> list[dict[str, Any]]:
         servers: list[dict[str, Any]] = []
+        if self.config.turn_secret:
+            servers.append(
+                {
+                    "urls": list(self.config.turn_urls),
+                    **turn_credentials(
+                        self.config.turn_secret,
+                        user.name if user else "anonymous",
+                        self.config.turn_ttl,
+                    ),
+                }
+            )
         for server in self.config.ice_servers:
             entry: dict[str, Any] = {"urls": list(server.urls)}
             if server.username is not None:
@@ -298,6 +312,15 @@ class Gateway:
             "rtp_ports_in_use": self.ports.in_use,
             "sip_transactions": self.ua.tl.active,
         }
+
+
+def turn_credentials(secret: str, user: str, ttl: int, now: float | None = None) -> dict[str, str]:
+    """TURN REST API credentials (draft-uberti-behave-turn-rest, coturn use-auth-secret):
+    the username carries its expiry, so coturn checks them with the shared secret alone."""
+    expiry = int(time.time() if now is None else now) + ttl
+    username = f"{expiry}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return {"username": username, "credential": base64.b64encode(digest).decode()}
 
 
 def _status(account: str, status: RegistrationStatus) -> dict[str, Any]:

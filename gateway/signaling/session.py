@@ -131,13 +131,15 @@ class Session:
         welcome: dict[str, Any] = {
             "type": "welcome",
             "session": self.id,
-            "iceServers": self.gateway.browser_ice_servers(),
+            "iceServers": self.gateway.browser_ice_servers(user),
             "demo": self.gateway.demo_info(),
             "user": user.name,
             "registrations": self.gateway.registration_states(),
         }
         if user.extension:
             welcome["extension"] = user.extension
+        if self.gateway.config.ice_transport_policy == "relay":
+            welcome["iceTransportPolicy"] = "relay"
         self.notify(welcome)
 
     def _start_call(self, message: protocol.Call) -> None:

@@ -90,6 +90,7 @@
     socket: null,
     session: null,
     iceServers: [],
+    iceTransportPolicy: 'all', // 'relay' when the gateway wants every call through TURN
     demo: null, // set when the gateway runs its built-in demo endpoint (any user name signs in)
     welcomed: false,
     user: null, // the session's user name as the gateway says it (a demo guest too), or null
@@ -348,7 +349,10 @@
     c.localStream = stream;
     startMeter(stream);
 
-    const pc = new RTCPeerConnection({ iceServers: gateway.iceServers });
+    const pc = new RTCPeerConnection({
+      iceServers: gateway.iceServers,
+      iceTransportPolicy: gateway.iceTransportPolicy,
+    });
     c.pc = pc;
     pc.ontrack = (event) => {
       const remote = event.streams[0] || new MediaStream([event.track]);
@@ -794,6 +798,7 @@
       gateway.session = typeof msg.session === 'string' ? msg.session : null;
       // Exactly what the gateway says: an empty list must not fall back to a public STUN server.
       gateway.iceServers = Array.isArray(msg.iceServers) ? msg.iceServers : [];
+      gateway.iceTransportPolicy = msg.iceTransportPolicy === 'relay' ? 'relay' : 'all';
       gateway.demo = msg.demo && typeof msg.demo === 'object' ? msg.demo : null;
       gateway.user = typeof msg.user === 'string' && msg.user ? msg.user : gateway.helloUser;
       gateway.extension = typeof msg.extension === 'string' && msg.extension ? msg.extension : null;
