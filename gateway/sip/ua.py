@@ -30,7 +30,8 @@ from gateway.sip.transport import Peer, SipTransport, TlsSettings, TransportKind
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
+# Everything calls/call.py answers in a dialog: peers only send what Allow lists.
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REFER, NOTIFY"
 SDP = "application/sdp"
 
 
