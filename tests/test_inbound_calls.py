@@ -120,6 +120,9 @@ async def test_call_with_offer_is_answered_with_audio_and_caller_hangs_up() -> N
     assert "m=audio " in body and " RTP/AVP 0" in body and "a=rtpmap:0 PCMU/8000" in body
     assert "telephone-event/8000" in body  # the caller offered it: DTMF by RFC 4733 works
     assert uac.messages().index("SIP/2.0 180") < uac.messages().index("SIP/2.0 200 OK")
+    # Peers only send in-dialog requests the Allow header lists: all that the gateway handles.
+    allow = next(line for line in ok.split("\r\n") if line.startswith("Allow:"))
+    assert {"INFO", "UPDATE", "REFER", "NOTIFY"} <= {m.strip() for m in allow[6:].split(",")}
 
 
 async def test_late_offer_is_made_in_the_200_and_answered_in_the_ack() -> None:
