@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator
 
 import aioice.ice
 import pytest
-from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtp import RtpPacket
 
 from gateway.media import aiortc_seam
+
+Packet = tuple[int, int, int, bool, bytes]
 
 
 def test_ice_addresses_setting_replaces_aioice_gathering() -> None:
@@ -26,61 +29,86 @@ def test_ice_addresses_setting_replaces_aioice_gathering() -> None:
         aiortc_seam.configure_ice_addresses(["127.0.0.1"])
 
 
+class Pair:
+    """Two connected peer connections, each with a tap collecting what it receives."""
+
+    def __init__(self) -> None:
+        self.offerer, self.answerer = RTCPeerConnection(), RTCPeerConnection()
+        self.to_offerer: list[Packet] = []
+        self.to_answerer: list[Packet] = []
+
+
 @pytest.fixture
-async def receiver() -> AsyncIterator[RTCRtpReceiver]:
+async def pair() -> AsyncIterator[tuple[Pair, aiortc_seam.MediaTap, aiortc_seam.MediaTap]]:
     aiortc_seam.configure_ice_addresses(["127.0.0.1"])
-    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
-    offerer.addTransceiver("audio")
-    await offerer.setLocalDescription(await offerer.createOffer())
-    await answerer.setRemoteDescription(offerer.localDescription)
-    await answerer.setLocalDescription(await answerer.createAnswer())
-    await offerer.setRemoteDescription(answerer.localDescription)
-    # The receiver's extension map is configured once the transports are up.
-    async with asyncio.timeout(10):
-        while answerer.connectionState != "connected":
-            await asyncio.sleep(0.02)
+    p = Pair()
+    p.offerer.addTrack(aiortc_seam.DormantTrack())
+    offer_tap = aiortc_seam.MediaTap(
+        p.offerer.getTransceivers()[0], lambda *a: p.to_offerer.append(a)
+    )
+    await p.offerer.setLocalDescription(await p.offerer.createOffer())
+    await p.answerer.setRemoteDescription(p.offerer.localDescription)
+    transceiver = p.answerer.getTransceivers()[0]
+    transceiver.sender.replaceTrack(aiortc_seam.DormantTrack())
+    transceiver.direction = "sendrecv"
+    answer_tap = aiortc_seam.MediaTap(transceiver, lambda *a: p.to_answerer.append(a))
+    await p.answerer.setLocalDescription(await p.answerer.createAnswer())
+    await p.offerer.setRemoteDescription(p.answerer.localDescription)
+    offer_tap.install()
+    answer_tap.install()
     try:
-        yield answerer.getTransceivers()[0].receiver
+        yield p, offer_tap, answer_tap
     finally:
-        await offerer.close()
-        await answerer.close()
+        await p.offerer.close()
+        await p.answerer.close()
 
 
-def _packet_with_long_audio_level(extension_id: int) -> bytes:
-    # RFC 6464's audio level is one byte; a two-byte one makes aiortc's struct.unpack fail.
-    header = bytes([0x90, 0, 0, 1]) + struct.pack("!II", 1, 5)
-    extension = struct.pack("!HH", 0xBEDE, 1) + bytes([(extension_id << 4) | 1, 0x7F, 0x7F, 0])
-    return header + extension + b"\xff" * 160
+async def test_tap_sends_srtp_both_ways_once_connected(
+    pair: tuple[Pair, aiortc_seam.MediaTap, aiortc_seam.MediaTap],
+) -> None:
+    p, offer_tap, answer_tap = pair
+    assert not answer_tap.send(0, 160, True, b"\x01" * 160)  # DTLS is not up yet
+    async with asyncio.timeout(10):
+        while not answer_tap.send(0, 160, True, b"\x01" * 160):
+            await asyncio.sleep(0.02)
+        while not p.to_offerer:
+            await asyncio.sleep(0.01)
+    pt, _seq, ts, marker, payload = p.to_offerer[0]
+    assert (pt, ts, marker, payload) == (0, 160, True, b"\x01" * 160)
+    offer_tap.send(0, 320, False, b"\x02" * 160)
+    async with asyncio.timeout(5):
+        while not p.to_answerer:
+            await asyncio.sleep(0.01)
+    assert p.to_answerer[0][4] == b"\x02" * 160
 
 
-async def test_malformed_extension_does_not_kill_the_transport(receiver: RTCRtpReceiver) -> None:
-    transport = receiver.transport
+async def test_malformed_extension_does_not_kill_the_transport(
+    pair: tuple[Pair, aiortc_seam.MediaTap, aiortc_seam.MediaTap],
+) -> None:
+    p = pair[0]
+    async with asyncio.timeout(10):
+        while p.answerer.connectionState != "connected":
+            await asyncio.sleep(0.02)
+    transport = p.answerer.getTransceivers()[0].receiver.transport
     extensions = transport._rtp_header_extensions_map
-    audio_level_id = extensions._HeaderExtensionsMap__ids.audio_level
-    assert audio_level_id, "aiortc negotiated no audio level extension"
-    packet = _packet_with_long_audio_level(audio_level_id)
-    # The aiortc bug this guards against (issues 745, 770, 778): not a ValueError.
+    level_id = extensions._HeaderExtensionsMap__ids.audio_level
+    # RFC 6464's audio level is one byte; a two-byte one makes aiortc's own parser raise
+    # struct.error (aiortc issues 745, 770, 778), which would close the DTLS transport.
+    header = bytes([0x90, 0, 0, 1]) + struct.pack("!II", 1, 5)
+    extension = struct.pack("!HH", 0xBEDE, 1) + bytes([(level_id << 4) | 1, 0x7F, 0x7F, 0])
+    packet = header + extension + b"\xff" * 160
     with pytest.raises(struct.error):
         RtpPacket.parse(packet, extensions)
-    aiortc_seam.harden_transport(receiver)
-    await transport._handle_rtp_data(packet, 0)  # must not raise
+    await transport._handle_rtp_data(packet, 0)  # the tap parses it: no exception
+    assert p.to_answerer[-1][4] == b"\xff" * 160
+    await transport._handle_rtp_data(b"\x80\x00junk", 0)  # too short: dropped quietly
 
 
-async def test_tap_receives_payloads_before_the_jitter_buffer(receiver: RTCRtpReceiver) -> None:
-    seen: list[tuple[int, int, int, bool, bytes]] = []
-    aiortc_seam.tap_receiver(receiver, lambda *args: seen.append(args))
-    packet = RtpPacket(payload_type=0, sequence_number=7, timestamp=160, ssrc=1)
-    packet.payload = b"\x01" * 160
-    packet.marker = 1
-    await receiver._handle_rtp_packet(packet, arrival_time_ms=0)
-    assert seen == [(0, 7, 160, True, b"\x01" * 160)]
-
-
-async def test_packet_source_track_paces_by_arrival_and_drops_oldest() -> None:
-    track = aiortc_seam.PacketSourceTrack(8000)
-    for i in range(track.QUEUE_LIMIT + 3):
-        track.push(bytes([i]), i * 160)
-    first = await track.recv()
-    assert bytes(first) == bytes([3]) and first.pts == 3 * 160  # three oldest dropped
-    assert first.time_base.denominator == 8000
+async def test_dormant_track_waits_until_stopped() -> None:
+    track = aiortc_seam.DormantTrack()
+    pending = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.05)
+    assert not pending.done()
     track.stop()
+    with pytest.raises(MediaStreamError):
+        await pending

@@ -1,25 +1,30 @@
 """The one module that touches aiortc and aioice internals (pinned to aiortc 1.16.x).
 
-The gateway keeps aiortc for ICE, DTLS and SRTP, but moves encoded RTP payloads itself:
-incoming packets are taken from the receiver before aiortc's jitter buffer (which adds
-80-280 ms) and decoder thread, and outgoing payloads enter the sender as pre-encoded
-av.Packets, which aiortc only packetises. The performance work replaces what is behind
-`PacketSink`/`PacketSourceTrack` without touching the rest of the gateway.
+The gateway keeps aiortc for ICE, DTLS and the SRTP keys, and moves RTP itself:
+- incoming: the DTLS transport's decrypted RTP goes to our header parser and the bridge,
+  skipping aiortc's RtpPacket parsing, router, jitter buffer (80-280 ms) and decoder
+  thread; that also removes aiortc's struct.error crash on malformed header extensions
+  (aiortc issues 745, 770, 778), since our parser only reads the fixed header;
+- outgoing: payloads are packetised here, protected with aiortc's SRTP session and sent on
+  the nominated ICE pair's socket, skipping aiortc's sender task, per-packet header
+  extensions and executor hops.
+RTCP stays aiortc's. Everything behind `MediaTap` can be replaced without touching the
+rest of the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fractions
 import logging
-import struct
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
-import av
-from aiortc import MediaStreamTrack, RTCRtpReceiver, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
+
+from gateway.media import rtp
 
 log = logging.getLogger(__name__)
 
@@ -48,42 +53,23 @@ def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
     return [a for a in _ice_addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
 
-class PacketSourceTrack(MediaStreamTrack):
-    """An audio track that hands aiortc already-encoded payloads, paced by their arrival."""
+class DormantTrack(MediaStreamTrack):
+    """A track that never yields: it keeps the sender negotiated (SSRC, sendrecv) while the
+    tap sends the packets, and costs nothing while it waits."""
 
     kind = "audio"
-    QUEUE_LIMIT = 10  # 200 ms: beyond that old audio is worse than a gap
 
-    def __init__(self, clock_rate: int = 48000) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._time_base = fractions.Fraction(1, clock_rate)
-        self._queue: asyncio.Queue[av.Packet[Any] | None] = asyncio.Queue()
-
-    def set_clock_rate(self, clock_rate: int) -> None:
-        """When we offer, the codec (and so the RTP clock) is known only from the answer."""
-        self._time_base = fractions.Fraction(1, clock_rate)
-
-    def push(self, payload: bytes, timestamp: int) -> None:
-        if self.readyState != "live":
-            return
-        if self._queue.qsize() >= self.QUEUE_LIMIT:
-            self._queue.get_nowait()
-        packet = av.Packet(payload)
-        packet.pts = timestamp
-        packet.time_base = self._time_base
-        self._queue.put_nowait(packet)
+        self._stopped: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def recv(self) -> Any:
-        if self.readyState != "live":
-            raise MediaStreamError
-        packet = await self._queue.get()
-        if packet is None:
-            raise MediaStreamError
-        return packet
+        await self._stopped
+        raise MediaStreamError
 
     def stop(self) -> None:
-        if self.readyState == "live":
-            self._queue.put_nowait(None)
+        if not self._stopped.done():
+            self._stopped.set_result(None)
         super().stop()
 
 
@@ -97,34 +83,71 @@ def prefer_codecs(transceiver: Any, names: Sequence[str]) -> None:
         transceiver.setCodecPreferences(wanted)
 
 
-def tap_receiver(receiver: RTCRtpReceiver, sink: PacketSink) -> None:
-    """Deliver the receiver's decrypted RTP to `sink` instead of its jitter buffer."""
+class MediaTap:
+    """RTP in and out of one transceiver, beside aiortc's own RTP machinery."""
 
-    async def handle(packet: Any, arrival_time_ms: int) -> None:
-        try:
-            sink(
-                packet.payload_type,
-                packet.sequence_number,
-                packet.timestamp,
-                bool(packet.marker),
-                packet.payload,
-            )
-        except Exception:
-            log.exception("browser packet handler failed")
+    def __init__(self, transceiver: RTCRtpTransceiver, sink: PacketSink) -> None:
+        self._sender = transceiver.sender
+        self._sink = sink
+        self._sequence = secrets.randbits(16)
+        self._installed: Any = None
+        self._pending: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.dropped = 0
 
-    receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+    def install(self) -> None:
+        """Take over the DTLS transport's RTP delivery (once it exists: after the SDP)."""
+        dtls = self._sender.transport
+        if dtls is None or self._installed is dtls:
+            return
+        sink = self._sink
 
+        async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+            try:
+                header = rtp.parse(data)
+            except rtp.RtpError:
+                return
+            try:
+                sink(
+                    header.payload_type,
+                    header.sequence,
+                    header.timestamp,
+                    header.marker,
+                    header.payload,
+                )
+            except Exception:
+                log.exception("browser packet handler failed")
 
-def harden_transport(receiver: RTCRtpReceiver) -> None:
-    """Survive aiortc issue 745/770/778: a bad header extension raises struct.error in
-    RtpPacket.parse, which escapes _handle_rtp_data and kills the DTLS transport."""
-    transport = receiver.transport
-    original = transport._handle_rtp_data
+        dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+        self._installed = dtls
 
-    async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-        try:
-            await original(data, arrival_time_ms)
-        except (struct.error, ValueError, IndexError) as exc:
-            log.debug("dropped malformed SRTP-decrypted RTP packet: %s", exc)
+    def send(self, payload_type: int, timestamp: int, marker: bool, payload: bytes) -> bool:
+        """Protect and send one packet; False while DTLS or ICE is not up yet."""
+        dtls = self._sender.transport
+        srtp = getattr(dtls, "_tx_srtp", None)
+        if srtp is None or dtls.state != "connected":
+            self.dropped += 1
+            return False
+        pair = dtls.transport._connection._nominated.get(1)
+        if pair is None:
+            self.dropped += 1
+            return False
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        packet = rtp.build(
+            payload_type, self._sequence, timestamp, self._sender._ssrc, payload, marker
+        )
+        data = srtp.protect(packet)
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            protocol.transport.sendto(data, pair.remote_addr)
+        else:
+            # A TURN relay: its send_data may have to wait for a channel binding.
+            task = asyncio.ensure_future(protocol.send_data(data, pair.remote_addr))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        self.sent += 1
+        return True
 
-    transport._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
+    def close(self) -> None:
+        for task in self._pending:
+            task.cancel()

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -45,8 +44,9 @@ class BrowserLeg:
             ]
         )
         self._pc = RTCPeerConnection(configuration=config)
-        self._track: aiortc_seam.PacketSourceTrack | None = None
-        self._transceiver: Any = None
+        self._track: aiortc_seam.DormantTrack | None = None
+        self._tap: aiortc_seam.MediaTap | None = None
+        self._first = True
         self.codec: sdp.Codec | None = None
         self.on_packet: PacketHandler | None = None
         self.on_failed: Callable[[], None] | None = None
@@ -69,14 +69,14 @@ class BrowserLeg:
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             transceiver = next(t for t in self._pc.getTransceivers() if t.kind == "audio")
-            self._track = aiortc_seam.PacketSourceTrack(codec.clock_rate)
+            self._track = aiortc_seam.DormantTrack()
             transceiver.sender.replaceTrack(self._track)
             if transceiver.direction in ("recvonly", "inactive"):
                 transceiver.direction = "sendrecv"
-            aiortc_seam.tap_receiver(transceiver.receiver, self._deliver)
+            self._tap = aiortc_seam.MediaTap(transceiver, self._deliver)
             answer = await self._pc.createAnswer()
             await self._pc.setLocalDescription(answer)
-            aiortc_seam.harden_transport(transceiver.receiver)
+            self._tap.install()
         except Exception as exc:
             # aiortc raises a variety of types for offers it dislikes; all mean the same here.
             raise BrowserMediaError(f"cannot answer the browser offer: {exc}") from exc
@@ -86,15 +86,15 @@ class BrowserLeg:
     async def offer(self, codecs: Sequence[str]) -> str:
         """Offer audio with these codecs (names, preferred first) for an inbound call."""
         try:
-            self._track = aiortc_seam.PacketSourceTrack()
+            self._track = aiortc_seam.DormantTrack()
             sender = self._pc.addTrack(self._track)
             transceiver = next(t for t in self._pc.getTransceivers() if t.sender is sender)
             aiortc_seam.prefer_codecs(transceiver, codecs)
-            aiortc_seam.tap_receiver(transceiver.receiver, self._deliver)
+            self._tap = aiortc_seam.MediaTap(transceiver, self._deliver)
             await self._pc.setLocalDescription(await self._pc.createOffer())
+            self._tap.install()
         except Exception as exc:
             raise BrowserMediaError(f"cannot make an offer: {exc}") from exc
-        self._transceiver = transceiver
         return str(self._pc.localDescription.sdp)
 
     async def accept_answer(self, answer: str) -> sdp.Codec:
@@ -105,11 +105,10 @@ class BrowserLeg:
             raise BrowserMediaError(f"unusable answer from the page: {exc}") from exc
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            aiortc_seam.harden_transport(self._transceiver.receiver)
+            assert self._tap is not None
+            self._tap.install()
         except Exception as exc:
             raise BrowserMediaError(f"cannot apply the page's answer: {exc}") from exc
-        assert self._track is not None
-        self._track.set_clock_rate(chosen.clock_rate)
         self.codec = chosen
         return chosen
 
@@ -118,11 +117,16 @@ class BrowserLeg:
             self.on_packet(pt, seq, ts, marker, payload)
 
     def send(self, payload: bytes, timestamp: int) -> None:
-        if self._track is not None:
-            self._track.push(payload, timestamp)
+        if self._tap is None or self.codec is None:
+            return
+        # The first packet of the stream carries the marker bit (RFC 3551 section 4.1).
+        if self._tap.send(self.codec.payload_type, timestamp, self._first, payload):
+            self._first = False
 
     async def close(self) -> None:
         self.on_packet = None
+        if self._tap is not None:
+            self._tap.close()
         if self._track is not None:
             self._track.stop()
         with contextlib.suppress(Exception):
