@@ -10,34 +10,57 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Config, ConfigError, from_mapping, from_toml, parse_trunk
-from gateway.sip.transport import TransportKind
+from gateway import config as config_module
+from gateway.config import (
+    Config,
+    ConfigError,
+    DialPlan,
+    User,
+    from_mapping,
+    from_toml,
+    parse_trunk,
+)
+from gateway.dialplan import choose_account, normalise
+from gateway.sip.transport import Peer, TlsSettings, TransportKind
 from tests.support.gateway import TEST_T1, running_gateway
 from tests.support.webrtc_client import WebRtcClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 DEMO_EXAMPLE = EXAMPLES / "sipgw.toml"
 TRUNK_EXAMPLE = EXAMPLES / "sipgw-trunk.toml"
+PBX_EXAMPLE = EXAMPLES / "sipgw-pbx.toml"
 CONFIGURATION_DOC = EXAMPLES.parent / "docs" / "configuration.md"
 DOC_TOML_BLOCKS = re.findall(r"```toml\n(.*?)```", CONFIGURATION_DOC.read_text(), re.DOTALL)
 
-# Every key from_mapping reads, by section; the demo example must name each of them.
-KEYS = {
-    "server": ["host", "http_port"],
-    "sip": ["host", "port", "transports", "public_address", "t1"],
-    "media": ["rtp_port_min", "rtp_port_max", "ice_addresses", "ice_servers"],
-    "calls": ["no_answer_timeout"],
-    "demo": ["echo_extension", "tone_extension", "tone_frequency"],
-    "trunk": ["uri", "username", "password", "realm", "from_user", "from_domain"],
+# Every key from_mapping reads, by table as the example spells its header; the demo example
+# must name each of them. Taken from the parser itself, so a new key cannot go undocumented.
+EXAMPLE_TABLES = {
+    "[server]": "server",
+    "[sip]": "sip",
+    "[sip.tls]": "sip.tls",
+    "[media]": "media",
+    "[calls]": "calls",
+    "[dialing]": "dialing",
+    "[demo]": "demo",
+    "[[users]]": "users",
+    "[trunk]": "trunk",
+    "[[accounts]]": "trunk",  # [[accounts]] take the keys of [trunk]
 }
+CONFIG_KEYS = config_module._KEYS
 
-# A commented-out setting of the example: `#key = value` or `#[trunk]` (no space after
-# the #), while prose comments are `# text`.
-_COMMENTED_SETTING = re.compile(r"^#(\[trunk\]|[a-z_]+ = .*)$", re.MULTILINE)
+# A commented-out setting of the example: `#key = value` or `#[table]` (no space after the
+# #), while prose comments are `# text`. A commented-out table runs from its `#[...]` line to
+# the first line that is not a comment.
+_COMMENTED_SETTING = re.compile(r"^#(\[.*\]|[a-z_]+ = .*)$", re.MULTILINE)
 
 
-def uncomment_trunk(text: str) -> str:
-    return _COMMENTED_SETTING.sub(r"\1", text)
+def uncomment(text: str, header: str) -> str:
+    """The example with the commented-out table `header` (e.g. `[trunk]`) switched on."""
+    start = text.index(f"\n#{header}\n") + 1
+    end = text.find("\n\n", start)
+    end = len(text) if end == -1 else end
+    block = _COMMENTED_SETTING.sub(r"\1", text[start:end])
+    return text[:start] + block + text[end:]
 
 
 # --- the example files ------------------------------------------------------------------
@@ -51,14 +74,16 @@ def test_demo_example_loads_as_the_defaults() -> None:
 
 def test_demo_example_names_every_key() -> None:
     text = DEMO_EXAMPLE.read_text()
-    for section, keys in KEYS.items():
-        assert re.search(rf"^#?\[{section}\]$", text, re.MULTILINE), f"[{section}] missing"
-        for key in keys:
-            assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{section}.{key} missing"
+    assert set(EXAMPLE_TABLES.values()) >= set(CONFIG_KEYS) - {"accounts"}
+    for header in EXAMPLE_TABLES:
+        assert re.search(rf"^#?{re.escape(header)}$", text, re.MULTILINE), f"{header} missing"
+    for table, keys in CONFIG_KEYS.items():
+        for key in keys - {"tls"}:  # sip.tls is the [sip.tls] table
+            assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{table}.{key} missing"
 
 
 def test_demo_example_with_trunk_uncommented_has_a_trunk() -> None:
-    config = from_mapping(tomllib.loads(uncomment_trunk(DEMO_EXAMPLE.read_text())))
+    config = from_mapping(tomllib.loads(uncomment(DEMO_EXAMPLE.read_text(), "[trunk]")))
     assert config.trunk is not None
     assert str(config.trunk.uri) == "sip:pbx.example.com:5060;transport=udp"
     assert config.trunk.credentials is not None
@@ -67,7 +92,48 @@ def test_demo_example_with_trunk_uncommented_has_a_trunk() -> None:
         "pbx.example.com",
     )
     assert (config.trunk.from_user, config.trunk.domain) == ("1000", "pbx.example.com")
+    assert config.trunk.name == "pbx"
+    assert config.trunk.outbound_proxy is not None
+    assert config.trunk.peer == Peer(TransportKind.UDP, "sbc.example.com", 5060)
+    # Uncommented as shown, the remaining keys are at their defaults.
+    assert not config.trunk.register and config.trunk.expires == 600
+    assert config.trunk.prefixes == ()
+    assert not config.trunk.asserted_identity and not config.trunk.allow_refer
+    assert config.accounts == ()
     assert not config.demo_mode
+
+
+def test_demo_example_with_users_and_accounts_uncommented() -> None:
+    text = uncomment(uncomment(DEMO_EXAMPLE.read_text(), "[[users]]"), "[[accounts]]")
+    config = from_mapping(tomllib.loads(text))
+    (alice,) = config.users
+    assert alice == User(
+        name="alice",
+        password="alice-secret",
+        extension="201",
+        display_name="Alice Example",
+        caller_id="+493012345201",
+    )
+    (carrier,) = config.accounts
+    assert (carrier.name, carrier.prefixes, carrier.asserted_identity) == (
+        "carrier",
+        ("+",),
+        True,
+    )
+    assert config.trunk is None and not config.demo_mode
+
+
+def test_demo_example_with_tls_uncommented() -> None:
+    config = from_mapping(tomllib.loads(uncomment(DEMO_EXAMPLE.read_text(), "[sip.tls]")))
+    assert config.sip_tls == TlsSettings(
+        certfile="/etc/sipgw/tls/fullchain.pem",
+        keyfile="/etc/sipgw/tls/privkey.pem",
+        cafile="/etc/sipgw/tls/pbx-ca.pem",
+        verify_peer=True,
+        server_name="pbx.example.com",
+    )
+    # Listening on TLS is a separate choice: the transports line still says udp and tcp.
+    assert config.sip_transports == (TransportKind.UDP, TransportKind.TCP)
 
 
 def test_trunk_example_loads() -> None:
@@ -82,6 +148,40 @@ def test_trunk_example_loads() -> None:
     assert config.effective_ice_addresses() == ("203.0.113.10",)
     assert (config.rtp_port_min, config.rtp_port_max) == (20000, 20999)
     assert config.no_answer_timeout == 45.0
+
+
+def test_pbx_example_loads() -> None:
+    config = from_toml(PBX_EXAMPLE)
+    assert [u.name for u in config.users] == ["alice", "bob"]
+    assert config.user_by_extension("201") == config.user("alice")
+    assert all(u.password for u in config.users), "the PBX example must require passwords"
+    pbx, carrier = config.accounts
+    assert config.trunk is None and config.all_accounts == (pbx, carrier)
+    assert pbx.register and pbx.expires == 300 and pbx.allow_refer
+    assert pbx.credentials is not None and pbx.credentials.username == "sipgw"
+    assert pbx.peer == Peer(TransportKind.TCP, "pbx.example.com", 5060)
+    assert carrier.peer == Peer(TransportKind.TCP, "sbc.carrier.example", 5070)
+    assert not carrier.register and carrier.asserted_identity
+    assert config.dial_plan == DialPlan(country_code="49")
+    assert (config.ring_timeout, config.rtp_timeout) == (25.0, 30.0)
+    assert config.sip_tls is None
+    assert config.turn_secret and len(config.turn_urls) == 2 and config.turn_ttl == 86400
+    # Typed national and international numbers reach the carrier; extensions the PBX.
+    for typed, account in [("030 1234 5678", carrier), ("0044 20 7946 0958", carrier)]:
+        assert choose_account(normalise(typed, config.dial_plan), config.all_accounts) is account
+    assert choose_account(normalise("3005", config.dial_plan), config.all_accounts) is pbx
+
+
+def test_pbx_example_with_tls_uncommented() -> None:
+    text = uncomment(PBX_EXAMPLE.read_text(), "[sip.tls]").replace(
+        '# transports = ["udp", "tcp", "tls"]', ""
+    )
+    text = text.replace('transports = ["udp", "tcp"]', 'transports = ["udp", "tcp", "tls"]')
+    text = text.replace('uri = "sip:pbx.example.com;transport=tcp"', 'uri = "sips:pbx.example.com"')
+    config = from_mapping(tomllib.loads(text))
+    assert config.sip_transports == (TransportKind.UDP, TransportKind.TCP, TransportKind.TLS)
+    assert config.sip_tls is not None and config.sip_tls.cafile == "/etc/sipgw/tls/pbx-ca.pem"
+    assert config.accounts[0].peer == Peer(TransportKind.TLS, "pbx.example.com", 5061)
 
 
 async def test_demo_example_makes_a_call_to_the_echo_extension() -> None:
@@ -103,6 +203,13 @@ def test_configuration_doc_examples_load(block: str) -> None:
 
 def test_configuration_doc_has_toml_examples() -> None:
     assert len(DOC_TOML_BLOCKS) >= 3
+
+
+def test_configuration_doc_names_every_key() -> None:
+    text = CONFIGURATION_DOC.read_text()
+    for table, keys in CONFIG_KEYS.items():
+        for key in keys - {"tls"}:
+            assert f"| `{key}` |" in text, f"{table}.{key} has no row in docs/configuration.md"
 
 
 # --- validation errors ------------------------------------------------------------------
