@@ -80,6 +80,8 @@ async def test_tap_sends_srtp_both_ways_once_connected(
         while not p.to_answerer:
             await asyncio.sleep(0.01)
     assert p.to_answerer[0][4] == b"\x02" * 160
+    # Both arrived through the socket-callback shortcut, not aiortc's reader task.
+    assert offer_tap.fast_received >= 1 and answer_tap.fast_received >= 1
 
 
 async def test_malformed_extension_does_not_kill_the_transport(

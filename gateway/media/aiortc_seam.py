@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
@@ -94,6 +95,7 @@ class MediaTap:
         self._pending: set[asyncio.Task[None]] = set()
         self.sent = 0
         self.dropped = 0
+        self.fast_received = 0
 
     def install(self) -> None:
         """Take over the DTLS transport's RTP delivery (once it exists: after the SDP)."""
@@ -120,6 +122,54 @@ class MediaTap:
 
         dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
         self._installed = dtls
+        self._shortcut_ice(dtls, sink)
+
+    def _shortcut_ice(self, dtls: Any, sink: PacketSink) -> None:
+        """Decrypt and deliver SRTP where the datagram arrives, in the socket callback.
+
+        aioice tries to parse every datagram as STUN (an exception per media packet), then
+        queues it for the DTLS transport's reader task; here SRTP skips both. STUN always
+        starts with two zero bits (RFC 8489 section 5) and RTP/RTCP with 0b10 (RFC 7983),
+        so the first byte tells them apart. RTCP, DTLS and STUN keep aiortc's path.
+        """
+        connection = dtls.transport._connection
+        queue_data = connection.data_received
+
+        def data_received(data: bytes, component: int) -> None:
+            srtp = dtls._rx_srtp
+            if srtp is None or not 127 < data[0] < 192 or rtp.is_rtcp(data):
+                queue_data(data, component)
+                return
+            try:
+                header = rtp.parse(srtp.unprotect(data))
+            except (pylibsrtp.Error, rtp.RtpError):
+                return
+            self.fast_received += 1
+            try:
+                sink(
+                    header.payload_type,
+                    header.sequence,
+                    header.timestamp,
+                    header.marker,
+                    header.payload,
+                )
+            except Exception:
+                log.exception("browser packet handler failed")
+
+        connection.data_received = data_received
+        for protocol in connection._protocols:
+            if type(protocol) is aioice.ice.StunProtocol:
+                stun_received = protocol.datagram_received
+
+                def datagram_received(
+                    data: bytes | str, addr: tuple[Any, ...], _stun: Any = stun_received
+                ) -> None:
+                    if isinstance(data, bytes) and data and 127 < data[0] < 192:
+                        data_received(data, 1)
+                    else:
+                        _stun(data, addr)
+
+                protocol.datagram_received = datagram_received  # type: ignore[method-assign]
 
     def send(self, payload_type: int, timestamp: int, marker: bool, payload: bytes) -> bool:
         """Protect and send one packet; False while DTLS or ICE is not up yet."""
