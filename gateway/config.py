@@ -150,21 +150,22 @@ def parse_trunk(
     realm: str | None = None,
     from_user: str | None = None,
     from_domain: str | None = None,
+    section: str = "trunk",
 ) -> Trunk:
     text = uri if uri.startswith(("sip:", "sips:")) else f"sip:{uri}"
     try:
         parsed = URI.parse(text)
     except ValueError:
         raise ConfigError(
-            f"trunk: {uri!r} is not a SIP URI like sip:host[:port][;transport=udp|tcp]"
+            f"{section}: {uri!r} is not a SIP URI like sip:host[:port][;transport=udp|tcp]"
         ) from None
     transport = (parsed.parameters.get("transport") or "udp").upper()
     if transport not in ("UDP", "TCP", "TLS"):
-        raise ConfigError(f"trunk: transport {transport.lower()!r} is not udp, tcp or tls")
+        raise ConfigError(f"{section}: transport {transport.lower()!r} is not udp, tcp or tls")
     credentials = None
     if username:
         if password is None:
-            raise ConfigError("trunk: a username needs a password")
+            raise ConfigError(f"{section}: a username needs a password")
         credentials = Credentials(username=username, password=password, realm=realm)
     return Trunk(
         uri=parsed,
@@ -298,6 +299,7 @@ def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) ->
         realm=_typed(section, table, "realm", str, None),
         from_user=_typed(section, table, "from_user", str, None),
         from_domain=_typed(section, table, "from_domain", str, None),
+        section=section,
     )
     proxy = _typed(section, table, "outbound_proxy", str, None)
     prefixes = _string_list(section, table, "prefixes") or []
@@ -308,12 +310,22 @@ def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) ->
         trunk,
         name=_typed(section, table, "name", str, default_name),
         register=register,
-        expires=_typed(section, table, "expires", int, 600),
+        expires=_positive(section, table, "expires", 600),
         outbound_proxy=parse_trunk(proxy).uri if proxy else None,
         prefixes=tuple(prefixes),
         asserted_identity=_typed(section, table, "asserted_identity", bool, False),
         allow_refer=_typed(section, table, "allow_refer", bool, False),
     )
+
+
+def _country_code(dialing: dict[str, Any]) -> str | None:
+    value: str | None = _typed("dialing", dialing, "country_code", str, None)
+    if value is None:
+        return None
+    code = value.lstrip("+")
+    if not code.isdigit() or not 1 <= len(code) <= 3:
+        raise ConfigError(f"dialing.country_code must be 1-3 digits like 49, not {value!r}")
+    return code
 
 
 def _tls(sip: dict[str, Any]) -> TlsSettings | None:
@@ -331,6 +343,13 @@ def _tls(sip: dict[str, Any]) -> TlsSettings | None:
         verify_peer=_typed("sip.tls", table, "verify_peer", bool, True),
         server_name=_typed("sip.tls", table, "server_name", str, None),
     )
+
+
+def _positive(section: str, table: dict[str, Any], key: str, default: int) -> int:
+    value: int = _typed(section, table, key, int, default)
+    if value <= 0:
+        raise ConfigError(f"{section}.{key} must be positive")
+    return value
 
 
 def _users(data: dict[str, Any]) -> tuple[User, ...]:
@@ -401,7 +420,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         accounts=accounts,
         users=_users(data),
         dial_plan=DialPlan(
-            country_code=_typed("dialing", dialing, "country_code", str, None),
+            country_code=_country_code(dialing),
             international_prefix=_typed("dialing", dialing, "international_prefix", str, "00"),
             national_prefix=_typed("dialing", dialing, "national_prefix", str, "0"),
         ),
@@ -449,6 +468,11 @@ def validate(config: Config) -> None:
         raise ConfigError("media.turn_urls and media.turn_secret go together")
     if config.turn_ttl <= 0:
         raise ConfigError("media.turn_ttl must be positive")
+    for account in config.all_accounts:
+        if account.peer.transport not in config.sip_transports:
+            raise ConfigError(
+                f"account {account.name!r} needs {account.peer.transport.lower()} in sip.transports"
+            )
     names = [a.name for a in config.all_accounts]
     if len(set(names)) != len(names):
         raise ConfigError("accounts: names must be unique")

@@ -190,7 +190,7 @@ class Gateway:
         trunk = choose_account(number, self.config.all_accounts)
         if trunk is not None:
             target = URI(
-                scheme="sip",
+                scheme=trunk.uri.scheme,
                 user=number,
                 host=trunk.uri.host,
                 port=trunk.uri.port,
@@ -245,12 +245,11 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     def _account_for(self, incoming: IncomingInvite) -> Trunk | None:
-        """The account an INVITE came through: by source address, else the default."""
+        """The account an INVITE came through, by its source address (the trunk, proxy or
+        registrar host); None for anything else, which then gets no account privileges
+        (no REFER, no credentials)."""
         source = incoming.peer.host
-        for account in self.config.all_accounts:
-            if account.peer.host == source:
-                return account
-        return self.config.all_accounts[0] if self.config.all_accounts else None
+        return next((a for a in self.config.all_accounts if a.peer.host == source), None)
 
     # --- what the pages and /healthz see --------------------------------------------------
 

@@ -41,7 +41,7 @@ ice_addresses = ["127.0.0.2"]
 no_answer_timeout = 30
 
 [trunk]
-uri = "sip:pbx.example.com"
+uri = "sip:pbx.example.com;transport=tcp"
 username = "file-user"
 password = "file-pass"
 """
@@ -84,7 +84,7 @@ def test_file_values_apply(config_file: Path) -> None:
     assert (config.rtp_port_min, config.rtp_port_max) == (40000, 41000)
     assert config.ice_addresses == ("127.0.0.2",)
     assert config.no_answer_timeout == 30.0
-    assert config.trunk is not None and str(config.trunk.uri) == "sip:pbx.example.com"
+    assert config.trunk is not None and str(config.trunk.uri) == "sip:pbx.example.com;transport=tcp"
 
 
 def test_flags_override_the_file(config_file: Path) -> None:
@@ -118,7 +118,7 @@ def test_flags_override_the_file(config_file: Path) -> None:
     assert config.no_answer_timeout == 12.5
     # What no flag names stays as the file set it.
     assert config.sip_transports == (TransportKind.TCP,)
-    assert config.trunk is not None and str(config.trunk.uri) == "sip:pbx.example.com"
+    assert config.trunk is not None and str(config.trunk.uri) == "sip:pbx.example.com;transport=tcp"
 
 
 def test_one_flag_leaves_the_rest_of_the_file(config_file: Path) -> None:

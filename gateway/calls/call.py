@@ -182,6 +182,16 @@ class Call:
         else:
             self._bridge.set_sip_codec(codec)
         self._bridge.set_telephone_event(self.media.telephone_event)
+        self._update_send_direction()
+
+    def _update_send_direction(self) -> None:
+        """RFC 3264 section 8.4: no audio to a far end that holds us (we answered recvonly or
+        inactive) or that we hold (no music on hold yet: silence)."""
+        if self._bridge is not None:
+            self._bridge.send_to_sip = not self.held_local and self.media.direction in (
+                "sendrecv",
+                "sendonly",
+            )
 
     def _connected(self) -> None:
         self._set_state(CallState.CONNECTED)
@@ -238,6 +248,7 @@ class Call:
             code = response.code if response else 408
             raise CallError("bad-state", f"the far end refused the re-INVITE ({code})")
         self.held_local = on
+        self._update_send_direction()
         self.notify({"type": "held", "id": self.id, "held": on, "by": "local"})
 
     async def _reinvite(self, dialog: Dialog, offer: str) -> Response | None:
@@ -283,7 +294,12 @@ class Call:
             return
         self._notify_transfer("accepted")
         # The outcome comes in NOTIFYs (on_in_dialog_request); give up if none says so.
-        self._timer("transfer", 64 * self.config.sip_t1 * 2, self._transfer_timed_out)
+        # The target may ring for as long as we would let a call ring, then some.
+        self._timer(
+            "transfer",
+            self.config.no_answer_timeout + 64 * self.config.sip_t1,
+            self._transfer_timed_out,
+        )
 
     def _notify_transfer(self, state: str, code: int | None = None, reason: str = "") -> None:
         message: dict[str, Any] = {"type": "transfer", "id": self.id, "state": state}
@@ -346,7 +362,14 @@ class Call:
 
     def _refresh_session(self) -> None:
         if self._dialog is not None and self.active:
-            self._spawn(self._reinvite(self._dialog, self.media.offer(self.media.direction)))
+            self._spawn(self._refresh(self._dialog))
+
+    async def _refresh(self, dialog: Dialog) -> None:
+        response = await self._reinvite(dialog, self.media.offer(self.media.direction))
+        if response is None or response.code in (408, 481):
+            # RFC 4028 section 10: a refresh that times out or finds no dialog ends the session.
+            code = response.code if response else 408
+            await self._end(CallEnded(code, "Session refresh failed", "gateway"))
 
     def _session_expired(self) -> None:
         log.info("%ssession timer expired without a refresh", self.prefix)
@@ -451,6 +474,7 @@ class Call:
     def _apply_remote_media(self) -> None:
         if self._bridge is not None and self._browser is not None:
             self._bridge_media(self._bridge.browser_codec)
+        self._update_send_direction()
         held = self.media.remote_holds
         if held != self.held_remote:
             self.held_remote = held

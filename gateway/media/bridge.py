@@ -78,6 +78,8 @@ class Bridge:
         self.to_browser = _Direction(sip_codec, browser_codec)
         self.transcoding = self.to_sip.transcoder is not None
         self.telephone_event: sdp.Codec | None = None
+        # Off while the call is on hold either way: the held party hears silence, not the page.
+        self.send_to_sip = True
         self.on_digit: Callable[[str], None] | None = None
         self._dtmf_in: DtmfReceiver | None = None
         self._dtmf_tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +141,8 @@ class Bridge:
             )
 
     def _from_browser(self, pt: int, seq: int, ts: int, marker: bool, payload: bytes) -> None:
+        if not self.send_to_sip:
+            return
         for frame, out_ts in self.to_sip.convert(pt, ts, payload):
             self.sip.send(frame, self.to_sip.dst.payload_type, out_ts, marker)
 

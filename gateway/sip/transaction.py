@@ -163,6 +163,14 @@ class ClientTransaction(_Transaction):
         if self.state in (TransactionState.CALLING, TransactionState.PROCEEDING):
             self._start_timer("timeout", self.layer.timers.timeout, self._on_timeout)
 
+    def transport_failed(self, reason: str) -> None:
+        if self.final.done() or self.state is TransactionState.TERMINATED:
+            return
+        response = sipmsg.make_response(self.request, 503, reason)
+        self._resolve(response)
+        self._deliver(response)
+        self._set_state(TransactionState.TERMINATED)
+
     def abort(self) -> None:
         """The transport failed or the owner is shutting down."""
         if not self.final.done():
@@ -360,6 +368,7 @@ class TransactionLayer:
         self.timers = timers
         self.transport = transport
         transport.on_message = self._on_message
+        transport.on_connect_error = self._on_connect_error
         self.on_request: RequestHandler | None = None
         self.on_stray_response: Callable[[Response, Peer], None] | None = None
         self._clients: dict[tuple[str, str], ClientTransaction] = {}
@@ -431,6 +440,13 @@ class TransactionLayer:
         if not ack.headers.getlist("Via"):
             ack.headers.set("Via", str(self.via_for(peer)))
         self.transport.send(ack, peer)
+
+    def _on_connect_error(self, peer: Peer, exc: Exception) -> None:
+        """RFC 3261 section 8.1.3.1: a transport failure counts as a 503 from that peer,
+        at once, rather than a time-out 32 s later."""
+        for tx in list(self._clients.values()):
+            if tx.peer == peer:
+                tx.transport_failed(f"Service Unavailable ({type(exc).__name__})")
 
     def find_client(self, branch: str, method: str) -> ClientTransaction | None:
         return self._clients.get((branch, method))
