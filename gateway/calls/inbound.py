@@ -202,6 +202,11 @@ class InboundCall(Call):
     def reject(self, session: Any, code: int) -> None:
         if self.state is not CallState.RINGING:
             raise CallError("bad-state", "this call is no longer ringing")
+        if code == 486 and len(self.ringing) > 1:
+            # This page is busy; the user's other pages may still take the call.
+            self.leave(session)
+            session.release(self)
+            return
         self._reject(code)
         self._spawn_end(CallEnded(code, "Declined", "local"))
 

@@ -106,6 +106,11 @@ class PeerCall:
     def reject(self, session: Any, code: int) -> None:
         if self.state is not CallState.RINGING:
             raise CallError("bad-state", "this call is no longer ringing")
+        if code == 486 and len(self.ringing) > 1:
+            # This page is busy; the callee's other pages may still take the call.
+            self.leave(session)
+            session.release(self)
+            return
         reason = "Busy Here" if code == 486 else "Declined"
         self._finish(CallEnded(code, reason, "remote"))
 
