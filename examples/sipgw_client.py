@@ -34,6 +34,7 @@ import json
 import math
 import re
 import signal
+import ssl
 import sys
 import uuid
 import wave
@@ -335,6 +336,13 @@ def ice_configuration(welcome: dict[str, Any]) -> RTCConfiguration:
     return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
 
+def tls(args: argparse.Namespace) -> ssl.SSLContext | bool:
+    """Verified TLS for wss://, against the system's CAs or --cafile (a private CA)."""
+    if args.cafile is None:
+        return True
+    return ssl.create_default_context(cafile=str(args.cafile))
+
+
 class Client:
     def __init__(self, args: argparse.Namespace, source: Source) -> None:
         self.args = args
@@ -588,7 +596,7 @@ class Client:
             async with aiohttp.ClientSession() as http:
                 try:
                     async with asyncio.timeout(args.timeout if args.timeout > 0 else None):
-                        self.ws = await http.ws_connect(args.url, heartbeat=20)
+                        self.ws = await http.ws_connect(args.url, heartbeat=20, ssl=tls(args))
                 except aiohttp.WSServerHandshakeError as exc:
                     raise Failure(
                         f"{args.url} is not a sipgw WebSocket (HTTP {exc.status} {exc.message})"
@@ -692,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="offer ICE host candidates on this address only (repeatable); 127.0.0.1 for a "
         "gateway on this machine, needed in a loopback-only network namespace",
     )
+    parser.add_argument(
+        "--cafile", type=Path, help="for wss://: trust this CA (PEM) instead of the system's"
+    )
     parser.add_argument("--show-sdp", action="store_true", help="print SDP bodies in full")
     return parser
 
@@ -703,6 +714,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--dtmf takes 1-64 of 0-9 * # A-D")
     if args.duration < 0 or args.timeout < 0 or args.dtmf_delay < 0:
         parser.error("--duration, --timeout and --dtmf-delay cannot be negative")
+    if args.cafile is not None and not args.cafile.is_file():
+        parser.error(f"--cafile {args.cafile}: no such file")
     if args.once and args.play is None:
         parser.error("--once goes with --play")
     if args.tone is not None and not 0 < args.tone < 24000:
