@@ -1,0 +1,1 @@
+"""A lean WebRTC load client: aiortc for ICE and DTLS only, SRTP moved by hand."""
