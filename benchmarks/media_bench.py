@@ -34,6 +34,8 @@ class MediaOptions:
     settle: float = 3.0  # after the ramp, before the window opens
     profile: bool = False  # py-spy the gateway during the window (sipgw only)
     keep: bool = False  # keep the work directory (logs, configs)
+    quiet_wait: float = 0.0  # seconds to wait at most for a quiet machine first
+    sipgw_checkout: Path | None = None  # another checkout of sipgw (e.g. a git worktree)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -55,12 +57,13 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
     workers = opts.workers or min(4, max(1, math.ceil(opts.calls / 60)))
     ramp_s = opts.calls / opts.rate
     budget = ramp_s + opts.settle + opts.seconds + 120
+    quiet = procstat.wait_quiet(opts.quiet_wait) if opts.quiet_wait > 0 else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    load_before = procstat.load()
+    load_before = {**procstat.load(), "wait": quiet}
     with workdir(opts.keep) as wd, Sipp(wd, budget) as sipp:
         peer: Sipgw | Janus
         if opts.gateway == "sipgw":
-            peer = Sipgw(wd, sipp.uri, opts.calls)
+            peer = Sipgw(wd, sipp.uri, opts.calls, opts.sipgw_checkout)
             target = DIAL
         else:
             peer = Janus(wd, opts.calls)
@@ -86,7 +89,7 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
             procs = []
             for plan in plans:
                 parent_end, child_end = ctx.Pipe()
-                proc = ctx.Process(target=worker_main, args=(plan, child_end, results))
+                proc = ctx.Process(target=worker_main, args=(plan, child_end, results), daemon=True)
                 proc.start()
                 pipes.append(parent_end)
                 procs.append(proc)
@@ -104,6 +107,7 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
             gw0 = procstat.sample(peer.pid)
             sipp0 = procstat.sample(sipp.proc.pid if sipp.proc else 0)
             gen0 = sum(procstat.sample(p.pid or 0).cpu_s for p in procs)
+            busy0 = procstat.busy_cpu_s()
             spy: subprocess.Popen[bytes] | None = None
             spy_out = wd / "pyspy.txt"
             if opts.profile and opts.gateway == "sipgw":
@@ -112,7 +116,13 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
             gw1 = procstat.sample(peer.pid)
             sipp1 = procstat.sample(sipp.proc.pid if sipp.proc else 0)
             gen1 = sum(procstat.sample(p.pid or 0).cpu_s for p in procs)
-            load_during = procstat.load()
+            busy1 = procstat.busy_cpu_s()
+            ours = (gw1.cpu_s - gw0.cpu_s) + (sipp1.cpu_s - sipp0.cpu_s) + (gen1 - gen0)
+            load_during = {
+                **procstat.load(),
+                # CPU used by everything but the gateway, sipp and the load generator.
+                "other_cpu_cores": round((busy1 - busy0 - ours) / opts.seconds, 3),
+            }
             worker_results: list[dict[str, Any]] = []
             deadline = time.monotonic() + 60
             while len(worker_results) < workers and time.monotonic() < deadline:
@@ -197,7 +207,9 @@ def _summarise(
         "workers": workers,
         "started_at": started_at,
         "machine": procstat.machine(),
-        "version": sipgw_version() if opts.gateway == "sipgw" else janus_version(),
+        "version": (
+            sipgw_version(opts.sipgw_checkout) if opts.gateway == "sipgw" else janus_version()
+        ),
         "load_before": load_before,
         "load_during": load_during,
         "calls_connected": len(ok),

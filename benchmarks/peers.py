@@ -174,11 +174,11 @@ class Sipp:
 class Sipgw:
     """`sipgw run` with its trunk pointing at sipp."""
 
-    def __init__(self, workdir: Path, trunk: str, calls: int, verbose: bool = False) -> None:
+    def __init__(self, workdir: Path, trunk: str, calls: int, checkout: Path | None = None) -> None:
         self.workdir = workdir
+        self.checkout = checkout or REPO
         self.trunk = trunk
         self.calls = calls
-        self.verbose = verbose
         self.http_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "sipgw.log"
@@ -213,10 +213,14 @@ class Sipgw:
             f"{low}-{high}",
             "--ice-address",
             HOST,
-        ] + (["-v"] if self.verbose else [])
+        ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args,
+                cwd=self.checkout,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         _wait(lambda: b"sipgw ready" in self.log.read_bytes(), self.proc, "sipgw", 20)
         return self
@@ -366,20 +370,24 @@ def workdir(keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def sipgw_version() -> dict[str, object]:
+def sipgw_version(checkout: Path | None = None) -> dict[str, object]:
     """The commit under test, and files of gateway/ changed in the working tree (other
     engineers edit the same checkout while benchmarks run)."""
 
     def git(*args: str) -> str:
         try:
             return subprocess.run(
-                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
+                ["git", *args], cwd=checkout or REPO, capture_output=True, text=True, timeout=10
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
     dirty = [line[3:] for line in git("status", "--porcelain", "gateway").splitlines()]
-    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_gateway_files": dirty}
+    return {
+        "checkout": str(checkout or REPO),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "uncommitted_gateway_files": dirty,
+    }
 
 
 def janus_version() -> str:

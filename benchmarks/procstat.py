@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import psutil  # type: ignore[import-untyped]
@@ -34,6 +35,30 @@ def sample(pid: int) -> Sample:
         except psutil.Error:
             continue
     return Sample(cpu, rss, threads)
+
+
+def busy_cpu_s() -> float:
+    """Non-idle CPU seconds of the whole machine since boot (all cores)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + t.irq + t.softirq + getattr(t, "steal", 0.0))
+
+
+def pytest_running() -> bool:
+    return bool(load()["pytest_pids"])
+
+
+def wait_quiet(max_wait_s: float, busy_cores: float = 0.25) -> dict[str, object]:
+    """Wait (at most `max_wait_s`) until no pytest runs and the machine is nearly idle
+    (under `busy_cores` over 3 s). Other engineers test on this machine too."""
+    started = time.monotonic()
+    while True:
+        before = busy_cpu_s()
+        time.sleep(3.0)
+        busy = (busy_cpu_s() - before) / 3.0
+        quiet = busy < busy_cores and not pytest_running()
+        waited = time.monotonic() - started
+        if quiet or waited >= max_wait_s:
+            return {"quiet": quiet, "waited_s": round(waited, 1), "busy_cores": round(busy, 2)}
 
 
 def machine() -> dict[str, object]:
