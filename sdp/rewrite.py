@@ -107,12 +107,15 @@ def browser_offer_to_sip(
     session_version: int = 0,
     codecs: Sequence[str] = SUPPORTED_CODECS,
     transcodable: Sequence[str] = (),
+    telephone_event: bool = False,
 ) -> SipOffer:
     """A plain RTP/AVP offer carrying the browser's audio codecs, in the browser's order.
 
     Codecs named in `transcodable` that the browser did not offer follow the browser's
     own: the gateway can transcode them, so a SIP peer that speaks none of the browser's
     codecs (a G.711-only trunk against an Opus-only browser) still gets a call.
+    With `telephone_event`, telephone-event/8000 is offered even when the browser did not
+    offer it: the gateway sends and reads RFC 4733 itself.
     """
     _check_port(port)
     session = _session(address, session_id, session_version)
@@ -127,6 +130,10 @@ def browser_offer_to_sip(
                 f"supported: {', '.join(codecs)})"
             )
         audio = audio + _transcodable_extras(audio, events, transcodable)
+        if telephone_event and not any(e.clock_rate == 8000 for e in events):
+            used = {c.payload_type for c in (*audio, *events)}
+            free = next(pt for pt in (101, *range(96, 128)) if pt not in used)
+            events = (*events, Codec(TELEPHONE_EVENT, 8000, 1, free, TELEPHONE_EVENT_FMTP))
         chosen = audio + events
         fmtps = {
             c.payload_type: c.fmtp for c in chosen if c.fmtp and c.name in ("opus", TELEPHONE_EVENT)

@@ -9,7 +9,6 @@ knows it by address and port as "sipgw-ip".
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
@@ -29,11 +28,7 @@ from tests.support.gateway import TEST_T1, RunningGateway, running_gateway
 from tests.support.ports import free_udp_port
 from tests.support.webrtc_client import WebRtcClient
 
-# Until `asterisk` is registered in pyproject.toml's markers, reading it warns, and
-# warnings are errors in this suite.
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
-    _asterisk_mark = pytest.mark.asterisk
+_asterisk_mark = pytest.mark.asterisk
 
 pytestmark = [
     _asterisk_mark,
@@ -272,11 +267,6 @@ async def test_dtmf_from_page_without_telephone_event_reaches_asterisk() -> None
         await page.send({"type": "hangup", "id": call_id})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sipgw offers telephone-event to SIP only when the browser did "
-    "(sdp.browser_offer_to_sip), so Asterisk's RFC 4733 is not negotiated and is dropped",
-)
 async def test_dtmf_read_back_reaches_page_without_telephone_event_in_offer() -> None:
     async with (
         registered_setup() as (pbx, running, config),

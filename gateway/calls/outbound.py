@@ -81,6 +81,7 @@ class OutboundCall(Call):
                 port=media.port,
                 session_id=self.media.session_id,
                 transcodable=sdp.SUPPORTED_CODECS,
+                telephone_event=True,
             )
         except sdp.SdpError as exc:
             self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
