@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from gateway.config import parse_trunk
+from gateway.config import DialPlan, User, parse_trunk
 from tests.support.gateway import RunningGateway, gateway_config, running_gateway
 from tests.support.sipp import SippUac, SippUas, sipp_available
 from tests.support.webrtc_client import WebRtcClient
@@ -264,3 +265,20 @@ async def test_200_with_a_different_codec_than_the_183_is_applied() -> None:
             await client.send({"type": "hangup", "id": call_id})
             await client.expect("hangup")
             assert await uas.wait(timeout=10) == 0, uas.summary()
+
+
+async def test_caller_id_and_asserted_identity_from_the_user() -> None:
+    alice = User(name="alice", extension="1001", display_name="Alice Smith", caller_id="+4930123")
+    async with SippUas("uas_busy") as uas:
+        trunk = replace(parse_trunk(f"sip:127.0.0.1:{uas.port}"), asserted_identity=True)
+        config = gateway_config(trunk=trunk, users=(alice,), dial_plan=DialPlan(country_code="49"))
+        async with running_gateway(config) as running:
+            async with WebRtcClient(running.ws_url, user="alice") as client:
+                await client.call("030 5555-1234", sdp=CHROME_OFFER)
+                await client.expect("hangup")
+                assert await uas.wait(timeout=10) == 0, uas.summary()
+    invite = uas.received("INVITE")[0]
+    # The dial plan made the number E.164; From and PAI carry the user's caller ID.
+    assert invite.startswith("INVITE sip:+493055551234@")
+    assert 'From: "Alice Smith" <sip:+4930123@127.0.0.1' in invite
+    assert 'P-Asserted-Identity: "Alice Smith" <sip:+4930123@127.0.0.1' in invite
