@@ -90,6 +90,8 @@ class Config:
     ring_timeout: float = 30.0
     # A connected call whose SIP-side RTP stops this long (not on hold) is ended with BYE.
     rtp_timeout: float = 60.0
+    # RFC 4028 Min-SE: shorter session intervals asked for by a caller get 422.
+    min_session_expires: int = 90
     rtp_port_min: int = 20000
     rtp_port_max: int = 30000
     ice_addresses: tuple[str, ...] | None = None
@@ -207,7 +209,7 @@ _KEYS = {
         "turn_ttl",
         "ice_transport_policy",
     },
-    "calls": {"no_answer_timeout", "ring_timeout", "rtp_timeout"},
+    "calls": {"no_answer_timeout", "ring_timeout", "rtp_timeout", "min_session_expires"},
     "demo": {"echo_extension", "tone_extension", "tone_frequency"},
 }
 
@@ -426,6 +428,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         ),
         ring_timeout=_typed("calls", calls, "ring_timeout", float, d.ring_timeout),
         rtp_timeout=_typed("calls", calls, "rtp_timeout", float, d.rtp_timeout),
+        min_session_expires=_positive("calls", calls, "min_session_expires", d.min_session_expires),
         rtp_port_min=_typed("media", media, "rtp_port_min", int, d.rtp_port_min),
         rtp_port_max=_typed("media", media, "rtp_port_max", int, d.rtp_port_max),
         ice_addresses=tuple(ice_addresses) if ice_addresses is not None else None,

@@ -209,7 +209,9 @@ class Gateway:
         if account is None:
             route = self.route(number)
             return route.target
-        return URI(scheme="sip", user=number, host=account.domain)
+        # The account's own host and port, unless it names a From domain of its own.
+        port = None if account.from_domain else account.uri.port
+        return URI(scheme=account.uri.scheme, user=number, host=account.domain, port=port)
 
     # --- inbound ----------------------------------------------------------------------
 

@@ -356,3 +356,30 @@ async def test_rtp_timeout_ends_the_call() -> None:
                 assert await uas.wait(timeout=10) == 0, uas.summary()
             await assert_released(running)
     assert uas.received("BYE")
+
+
+async def test_session_refreshed_by_the_gateway_when_it_is_the_refresher() -> None:
+    async with alice_gateway(min_session_expires=4) as running, AsyncExitStack() as stack:
+        (page,) = await pages(running, 1, stack)
+        async with dial(running, "uac_inbound_session_refresh", rtp_echo=True) as uac:
+            incoming = await page.expect("incoming")
+            await page.answer_incoming(incoming)
+            await page.expect("answer")
+            # sipp hangs up only after our refresh re-INVITE arrived within its 4 s wait.
+            await page.expect("hangup", timeout=10)
+            assert await uac.wait(timeout=10) == 0, uac.summary()
+        await assert_released(running)
+    ok = response_to(uac.received("SIP/2.0 200"), "1 INVITE")
+    assert "Session-Expires: 4;refresher=uas" in ok
+    (refresh,) = uac.received("INVITE ")  # the refresh: our first request in the dialog
+    assert "CSeq: 1 INVITE" in refresh and "Session-Expires: 4;refresher=uac" in refresh
+
+
+async def test_session_interval_below_min_se_gets_422() -> None:
+    async with alice_gateway(min_session_expires=120) as running, AsyncExitStack() as stack:
+        await pages(running, 1, stack)
+        async with dial(running, "uac_inbound_session_timer", rtp_echo=True) as uac:
+            await uac.wait(timeout=10)
+        await assert_released(running)
+    (rejected,) = uac.received("SIP/2.0 422")
+    assert "Min-SE: 120" in rejected

@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 Notify = Callable[[dict[str, Any]], None]
 SDP = "application/sdp"
-# RFC 4028 section 4: a refresher that hears nothing ends the session this long before expiry.
-_MIN_SE = 90
 
 
 class CallError(Exception):
@@ -248,7 +246,7 @@ class Call:
             code = response.code if response else 408
             raise CallError("bad-state", f"the far end refused the re-INVITE ({code})")
         self.held_local = on
-        self._update_send_direction()
+        self._apply_remote_media()  # the answer may move the far end's address or codec
         self.notify({"type": "held", "id": self.id, "held": on, "by": "local"})
 
     async def _reinvite(self, dialog: Dialog, offer: str) -> Response | None:
@@ -346,7 +344,7 @@ class Call:
             return
         value, _, params = header.partition(";")
         try:
-            interval = max(int(value.strip()), _MIN_SE)
+            interval = max(int(value.strip()), self.config.min_session_expires)
         except ValueError:
             return
         refresher = "uac" if "refresher=uac" in params.replace(" ", "") else "uas"
@@ -379,6 +377,12 @@ class Call:
         if self._session_expires and not self._we_refresh:
             interval = self._session_expires
             self._timer("session-expiry", interval - min(32, interval / 3), self._session_expired)
+
+    def session_too_brief(self, request: Request) -> bool:
+        """RFC 4028 section 8.1: an interval under our Min-SE is refused with 422."""
+        header = request.headers.get("Session-Expires") or request.headers.get("x")
+        value = (header or "").partition(";")[0].strip()
+        return value.isdigit() and int(value) < self.config.min_session_expires
 
     def _session_expires_header(self) -> str | None:
         if not self._session_expires:

@@ -65,6 +65,11 @@ class InboundCall(Call):
             self.incoming.reject(code, reason)
 
     async def start(self) -> None:
+        if self.session_too_brief(self.incoming.request):
+            minimum = str(self.config.min_session_expires)
+            self.incoming.reject(422, "Session Interval Too Small", headers=(("Min-SE", minimum),))
+            await self._end(CallEnded(422, "Session interval too small", "remote"))
+            return
         offer = self.incoming.sdp
         if offer is not None:
             try:

@@ -124,7 +124,11 @@ class Dialog:
                 to_address=self.remote_address,
                 call_id=self.call_id,
                 cseq=self.local_cseq,
-                contact=self.contact if method in ("INVITE", "UPDATE") else None,
+                # Target-refresh requests and those that set up a subscription carry Contact
+                # (RFC 3261 section 12.2.1.1, RFC 3515 section 2.1, RFC 6665 section 4.1.1).
+                contact=self.contact
+                if method in ("INVITE", "UPDATE", "REFER", "NOTIFY", "SUBSCRIBE")
+                else None,
                 route=self.route_set,
                 body=body,
                 content_type=content_type,

@@ -287,8 +287,13 @@ class IncomingInvite:
     def ring(self, code: int = 180, sdp: bytes | None = None) -> None:
         self.tx.respond(self._response(code, sdp))
 
-    def reject(self, code: int, phrase: str | None = None) -> None:
-        self.tx.respond(self._response(code, None, phrase))
+    def reject(
+        self, code: int, phrase: str | None = None, *, headers: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        response = self._response(code, None, phrase)
+        for name, value in headers:
+            response.headers.set(name, value)
+        self.tx.respond(response)
 
     async def accept(
         self, sdp: bytes, owner: DialogOwner, *, headers: tuple[tuple[str, str], ...] = ()
