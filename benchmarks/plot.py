@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.plot")
     parser.add_argument("--out", type=Path, default=DOCS / "benchmarks.png")
     args = parser.parse_args(argv)
-    fig, (cpu_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (cpu_ax, loss_ax, lat_ax) = plt.subplots(1, 3, figsize=(15, 4.4))
     for name, label, color, style in SERIES:
         points = _points(name)
         if not points:
@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             color=color,
             label=label,
         )
+        lat_ax.plot(
+            n,
+            [p["latency_one_way_ms"]["p99"] or 0.0 for p in points],
+            style,
+            color=color,
+            label=label,
+        )
     cpu_ax.set_xscale("log", base=2)
     cpu_ax.set_xlabel("concurrent calls N")
     cpu_ax.set_ylabel("gateway CPU, % of one core")
@@ -60,12 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     cpu_ax.legend(fontsize=8)
     loss_ax.set_xscale("log", base=2)
     loss_ax.set_yscale("symlog", linthresh=0.1)
+    loss_ax.set_ylim(bottom=0)
     loss_ax.axhline(0.5, color="grey", linestyle=":", label="0.5 % limit")
     loss_ax.set_xlabel("concurrent calls N")
     loss_ax.set_ylabel("round-trip packet loss, %")
     loss_ax.set_title("Loss (browser -> gateway -> sipp echo -> browser)")
     loss_ax.grid(True, alpha=0.3)
     loss_ax.legend(fontsize=8)
+    lat_ax.set_xscale("log", base=2)
+    lat_ax.set_yscale("log")
+    lat_ax.axhline(40, color="grey", linestyle=":", label="40 ms limit")
+    lat_ax.set_xlabel("concurrent calls N")
+    lat_ax.set_ylabel("one-way latency p99, ms")
+    lat_ax.set_title("Added latency (half the round trip), p99")
+    lat_ax.grid(True, alpha=0.3)
+    lat_ax.legend(fontsize=8)
     fig.suptitle("sipgw vs Janus on one 2-core machine (load generator on the same box)")
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
