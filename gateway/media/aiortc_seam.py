@@ -84,11 +84,26 @@ def prefer_codecs(transceiver: Any, names: Sequence[str]) -> None:
         transceiver.setCodecPreferences(wanted)
 
 
+def _without_decoder_thread(receiver: Any) -> None:
+    """aiortc starts a decoder thread per receiver; the tap never feeds it, and a thread
+    per call costs memory and a thread start per call setup. Keep only the RTCP task."""
+
+    async def receive(parameters: Any) -> None:
+        if receiver._RTCRtpReceiver__started:
+            return
+        receiver._RTCRtpReceiver__transport._register_rtp_receiver(receiver, parameters)
+        receiver._RTCRtpReceiver__rtcp_task = asyncio.ensure_future(receiver._run_rtcp())
+        receiver._RTCRtpReceiver__started = True
+
+    receiver.receive = receive
+
+
 class MediaTap:
     """RTP in and out of one transceiver, beside aiortc's own RTP machinery."""
 
     def __init__(self, transceiver: RTCRtpTransceiver, sink: PacketSink) -> None:
         self._sender = transceiver.sender
+        _without_decoder_thread(transceiver.receiver)
         self._sink = sink
         self._sequence = secrets.randbits(16)
         self._installed: Any = None

@@ -256,7 +256,9 @@ class OutgoingInvite:
         routes = request.headers.getlist("Route")
         if routes:
             cancel.headers.setlist("Route", list(routes))
-        self.ua.tl.send_request(cancel, self.peer)
+        tx = self.ua.tl.send_request(cancel, self.peer)
+        # Nobody waits for the CANCEL's own answer: the INVITE's 487 is what matters.
+        tx.final.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _is_sdp(message: Request | Response) -> bool:
