@@ -7,6 +7,7 @@ number and text of the first offending line in the error.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -100,7 +101,20 @@ def _check_media_line(number: int, line: str) -> None:
 
 
 def parse_session(text: object) -> Session:
-    """Validate and parse an SDP; the result is sdp_transform's dictionary."""
+    """Validate and parse an SDP; the result is sdp_transform's dictionary, shared between
+    callers that parse the same text (a call reads the browser's offer several times), so
+    it must not be changed."""
+    if isinstance(text, str):
+        return _parse_cached(text)
+    return _parse(text)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse_cached(text: str) -> Session:
+    return _parse(text)
+
+
+def _parse(text: object) -> Session:
     lines = split_lines(text)
     _check_lines(lines)
     with guarded("parsing SDP"):

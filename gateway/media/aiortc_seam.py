@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
 import pylibsrtp
-from aiortc import MediaStreamTrack, RTCRtpSender, RTCRtpTransceiver
+from aiortc import MediaStreamTrack, RTCCertificate, RTCRtpSender, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.media import rtp
@@ -46,6 +47,47 @@ def configure_ice_addresses(addresses: Sequence[str] | None) -> None:
     global _ice_addresses
     _ice_addresses = list(addresses) if addresses else None
     aioice.ice.get_host_addresses = _host_addresses
+
+
+class _SharedCertificate:
+    """One DTLS certificate (and SSL context) for every browser leg, renewed hourly.
+
+    aiortc makes a key, a certificate and an OpenSSL context per peer connection; that
+    is a measurable part of a call setup, and the certificate is self-signed and only
+    identified by its fingerprint in the SDP, so sharing it (as Janus does) loses nothing.
+    """
+
+    LIFETIME = 3600.0
+
+    def __init__(self) -> None:
+        self._certificate: Any = None
+        self._created = 0.0
+        self._contexts: dict[tuple[str, ...], Any] = {}
+
+    def get(self) -> Any:
+        now = time.monotonic()
+        if self._certificate is None or now - self._created > self.LIFETIME:
+            self._certificate = _generate_certificate()
+            self._created = now
+            self._contexts = {}
+            create = self._certificate._create_ssl_context
+            contexts = self._contexts
+
+            def shared_context(srtp_profiles: list[Any]) -> Any:
+                key = tuple(str(p.openssl_profile) for p in srtp_profiles)
+                if key not in contexts:
+                    contexts[key] = create(srtp_profiles)
+                return contexts[key]
+
+            self._certificate._create_ssl_context = shared_context
+        return self._certificate
+
+
+_generate_certificate = RTCCertificate.generateCertificate
+_shared_certificate = _SharedCertificate()
+RTCCertificate.generateCertificate = classmethod(  # type: ignore[method-assign,assignment]
+    lambda cls: _shared_certificate.get()
+)
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

@@ -83,7 +83,7 @@ class Bridge:
         self.on_digit: Callable[[str], None] | None = None
         self._dtmf_in: DtmfReceiver | None = None
         self._dtmf_tasks: set[asyncio.Task[None]] = set()
-        log.info(
+        log.debug(
             "%sbridge %s/%d <-> %s/%d (%s)",
             log_prefix,
             browser_codec.name,

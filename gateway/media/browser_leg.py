@@ -59,7 +59,7 @@ class BrowserLeg:
 
     def _on_state(self) -> None:
         state = self._pc.connectionState
-        log.info("%sbrowser leg %s", self._prefix, state)
+        log.debug("%sbrowser leg %s", self._prefix, state)
         if state == "failed" and self.on_failed is not None:
             self.on_failed()
 
