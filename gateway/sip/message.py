@@ -85,8 +85,8 @@ def _check_answerable(message: Request | Response) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if message.headers.get(name) is None:
             raise ValueError(f"missing {name} header")
-    if not message.via:
-        raise ValueError("empty Via header")
+    # Only the top Via matters to us (section 18.2.1); parsing every hop's costs per message.
+    Via.parse_many(message.headers.getlist("Via")[0])
     if not message.call_id:
         raise ValueError("empty Call-ID header")
     message.from_address  # noqa: B018 - parsing is the validation
@@ -167,11 +167,21 @@ def serialize(message: Request | Response) -> bytes:
 
 
 def top_via(message: Request | Response) -> Via:
-    return message.via[0]
+    return Via.parse_many(message.headers.getlist("Via")[0])[0]
+
+
+_BRANCH = re.compile(r";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
 def branch_of(message: Request | Response) -> str:
-    return top_via(message).parameters.get("branch") or ""
+    """The top Via's branch, read from the header text: it is needed several times for
+    every message, and parse() has already checked that the top Via is well formed."""
+    values = message.headers.getlist("Via")
+    if not values:
+        return ""
+    top = values[0].split(",", 1)[0]
+    match = _BRANCH.search(top)
+    return match.group(1) if match else ""
 
 
 def tag_of(address: Address) -> str | None:
