@@ -234,6 +234,9 @@ def _summarise(
         "gateway_cpu_per_call": gw_cores / live,
         "gateway_rss_idle_mb": idle.rss_bytes / 2**20,
         "gateway_rss_mb": gw1.rss_bytes / 2**20,
+        # RSS when the measuring window opened: with a long --seconds, start vs end shows
+        # whether memory grows while the same calls go on (a per-packet leak).
+        "gateway_rss_window_start_mb": gw0.rss_bytes / 2**20,
         "gateway_rss_per_call_mb": (gw1.rss_bytes - idle.rss_bytes) / 2**20 / live,
         "gateway_threads": gw1.threads,
         "generator_cpu_cores": gen_cpu / opts.seconds,
