@@ -27,18 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from tests.support.ports import free_udp_port, port_is_free
+from tests.support.process import ManagedServer, end_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +111,7 @@ def _free_rtp_block(host: str) -> tuple[int, int]:
     raise AsteriskError(f"no free block of {RTP_BLOCK} UDP ports on {host}")
 
 
-class Asterisk:
+class Asterisk(ManagedServer):
     """One Asterisk process with a copy of asterisk-config/ in a temporary directory."""
 
     def __init__(
@@ -203,18 +200,6 @@ class Asterisk:
         return output
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if not asterisk_available():
@@ -374,15 +359,8 @@ class Asterisk:
                 await self._remote("core stop now", 5.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5.0)
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if proc.returncode is not None:
-                break
-            # Our own session: the group holds Asterisk and anything it started.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace)
-        self.returncode = proc.returncode
+        # Our own session: the group holds Asterisk and anything it started.
+        self.returncode = await end_process_group(proc)
 
 
 class _PortTaken(Exception):

@@ -39,10 +39,10 @@ import tempfile
 import wave
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from tests.support.ports import free_tcp_udp_port, port_is_free
+from tests.support.process import ManagedServer
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def _netstring(payload: bytes) -> bytes:
     return b"%d:%s," % (len(payload), payload)
 
 
-class BaresipPhone:
+class BaresipPhone(ManagedServer):
     """One baresip process with one account `sip:USER@127.0.0.1:PORT`, as an async context."""
 
     def __init__(
@@ -208,18 +208,6 @@ class BaresipPhone:
                 await asyncio.sleep(0.05)
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="baresip-")

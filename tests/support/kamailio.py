@@ -23,19 +23,15 @@ Facts that shaped the code:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from gateway.sip.transport import Peer, TransportKind
 from tests.support.ports import free_tcp_udp_port
+from tests.support.process import ManagedServer, end_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +101,7 @@ def _listening(port: int) -> bool:
     return all(found.values())
 
 
-class Kamailio:
+class Kamailio(ManagedServer):
     """One Kamailio process with its config and log in a temporary directory."""
 
     def __init__(
@@ -191,18 +187,6 @@ class Kamailio:
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
     async def start(self) -> None:
         if not kamailio_available():
             raise KamailioError("kamailio or its modules not installed (Debian package kamailio)")
@@ -263,17 +247,6 @@ class Kamailio:
 
     async def _stop_process(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if proc.returncode is not None:
-                break
+        if proc is not None:
             # Our own session: the group holds Kamailio and the workers it forked.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace)
-        # Workers left behind by a main process that died first.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        self.returncode = proc.returncode
+            self.returncode = await end_process_group(proc)

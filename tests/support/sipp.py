@@ -26,21 +26,18 @@ Facts about this sipp build that shaped the code:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
-import os
 import re
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from tests.support.ports import free_tcp_udp_port, free_udp_port, port_is_free
+from tests.support.process import ManagedServer, end_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +117,7 @@ def _bound_ports(kind: Literal["udp", "tcp"]) -> set[int]:
     return ports
 
 
-class _Sipp:
+class _Sipp(ManagedServer):
     """One sipp process with its logs in a temporary directory; an async context manager."""
 
     def __init__(
@@ -231,18 +228,6 @@ class _Sipp:
         )
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         if not sipp_available():
@@ -372,15 +357,9 @@ class _Sipp:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        for sig, grace in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 5.0)):
-            if proc.returncode is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), grace)
+        code = await end_process_group(proc, term_grace=3.0)
         if self.returncode is None:
-            self.returncode = proc.returncode
+            self.returncode = code
 
     def _read(self, name: str) -> str:
         if self._tmp is None:
