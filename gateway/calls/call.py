@@ -110,6 +110,8 @@ class Call:
         self._session_expires: int | None = None
         self._we_refresh = False
         self._transfer_target: str | None = None
+        # Our offer in a 2xx to a re-INVITE without SDP, answered in the ACK.
+        self._pending_offer: sdp.SipOffer | None = None
 
     # --- state and helpers ----------------------------------------------------------
 
@@ -425,8 +427,6 @@ class Call:
                 self.media.take_answer(ack.body.decode(errors="replace"), self._pending_offer)
                 self._apply_remote_media()
         self._pending_offer = None
-
-    _pending_offer: sdp.SipOffer | None = None
 
     def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
         method = request.method

@@ -52,7 +52,6 @@ class InboundCall(Call):
         self.incoming = incoming
         self.user = user
         self.ringing: list[Ringable] = list(sessions)
-        self.answered_by: Ringable | None = None
         self._remote_offer: sdp.RemoteMedia | None = None
         incoming.on_cancel = self._on_caller_cancel
 
@@ -127,7 +126,6 @@ class InboundCall(Call):
         if self.state is not CallState.RINGING or session not in self.ringing:
             raise CallError("bad-state", "this call is no longer ringing here")
         self._cancel_timer("ring")
-        self.answered_by = session
         self._set_state(CallState.ANSWERING)
         for other in self.ringing:
             if other is not session:

@@ -34,7 +34,6 @@ class PeerCall:
         self.caller_user = caller_user
         self.callee = callee
         self.ringing = list(sessions)
-        self.answered_by: Ringable | None = None
         self.offer = offer
         self.ring_timeout = ring_timeout
         self.state = CallState.NEW
@@ -85,7 +84,6 @@ class PeerCall:
             raise CallError("bad-state", "this call is no longer ringing here")
         if self._ring_timer is not None:
             self._ring_timer.cancel()
-        self.answered_by = session
         for other in self.ringing:
             if other is not session:
                 other.notify(

@@ -53,10 +53,6 @@ class BrowserLeg:
         self._prefix = log_prefix
         self._pc.on("connectionstatechange", self._on_state)
 
-    @property
-    def connection_state(self) -> str:
-        return str(self._pc.connectionState)
-
     def _on_state(self) -> None:
         state = self._pc.connectionState
         log.debug("%sbrowser leg %s", self._prefix, state)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import sipmessage
 
+from gateway.sip import message as sipmsg
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -324,13 +326,6 @@ def _digest_from(raw: str, challenge: sipmessage.AuthChallenge) -> _Digest:
     )
 
 
-def _copy_request(request: sipmessage.Request) -> sipmessage.Request:
-    copy = sipmessage.Request(method=request.method, uri=request.uri, body=request.body)
-    for name in request.headers.keys():
-        copy.headers.setlist(name, list(request.headers.getlist(name)))
-    return copy
-
-
 def _realm_of(value: str) -> str | None:
     try:
         parsed = parse_auth_header(value)
@@ -370,7 +365,7 @@ class DigestClient:
         chosen = self._choose(response.headers.getlist(challenge_header), challenge_header)
         value = self._answer(chosen, request)
 
-        authorized = _copy_request(request)
+        authorized = sipmsg.copy_request(request)
         kept = [
             v for v in authorized.headers.getlist(answer_header) if _realm_of(v) != chosen.realm
         ]

@@ -276,7 +276,6 @@ class ServerTransaction(_Transaction):
         self.last_response: Response | None = None
         self._interval = layer.timers.t1
         self.acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.cancelled = False
         self.to_tag = sipmsg.new_tag()
 
     def start(self) -> None:

@@ -282,7 +282,6 @@ class IncomingInvite:
             request.to_address.uri.user, peer, sips=request.uri.scheme == "sips"
         )
         self.dialog = Dialog.from_uas(request, tx.to_tag, peer, contact)
-        self.cancelled = asyncio.Event()
         self.on_cancel: Callable[[], None] | None = None
         self.ack: Request | None = None
 
@@ -490,7 +489,6 @@ class UserAgent:
         tx.respond(sipmsg.make_response(request, 200, to_tag=incoming.tx.to_tag))
         if incoming.tx.last_response is None or incoming.tx.last_response.code < 200:
             incoming.reject(487)
-            incoming.cancelled.set()
             if incoming.on_cancel is not None:
                 incoming.on_cancel()
 
