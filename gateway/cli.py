@@ -14,6 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import config as cfg
+from gateway import workers
+from gateway.cluster import WorkerSpec
 from gateway.service import Gateway
 from gateway.web.app import create_app
 
@@ -54,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to offer ICE candidates on (repeatable; default: 127.0.0.1 when --host "
         "is loopback, else every interface)",
     )
+    run.add_argument(
+        "--workers",
+        type=int,
+        help="gateway processes sharing the HTTP port (default 1; one per core carries most)",
+    )
     run.add_argument("--no-answer-timeout", type=float, help="seconds to ring (default 60)")
     run.add_argument(
         "-v",
@@ -71,6 +78,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
     for flag, key in (
         ("host", "host"),
         ("http_port", "http_port"),
+        ("workers", "workers"),
         ("sip_host", "sip_host"),
         ("sip_port", "sip_port"),
         ("public_address", "public_address"),
@@ -92,6 +100,7 @@ def config_from_args(args: argparse.Namespace) -> cfg.Config:
         changes["ice_addresses"] = tuple(args.ice_address)
     config = replace(config, **changes)  # type: ignore[arg-type]
     cfg.validate(config)
+    workers.check(config)
     return config
 
 
@@ -116,19 +125,43 @@ def _trunk_from_args(args: argparse.Namespace, file_trunk: cfg.Trunk | None) -> 
     )
 
 
-async def serve(config: cfg.Config) -> None:
-    gateway = Gateway(config)
+Report = Callable[[int, int], None]
+
+
+async def serve(
+    config: cfg.Config, worker: WorkerSpec | None = None, report: Report | None = None
+) -> None:
+    gateway = Gateway(config, worker)
     app = create_app(config, gateway)
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port)
+    # Workers share the page's port; the kernel spreads new connections over them.
+    site = web.TCPSite(runner, config.host, config.http_port, reuse_port=worker is not None)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if report is not None:
+        report(gateway.sip_port, gateway.ua.transport.tls_port)
+    else:
+        where = _where(config, [gateway.sip_port])
+        print(f"sipgw ready: open {_url(config)}  ({where})", flush=True)
+    await stop.wait()
+    log.info("shutting down: ending calls")
+    await runner.cleanup()
+
+
+def _url(config: cfg.Config) -> str:
     host = f"[{config.host}]" if ":" in config.host else config.host
-    url = f"http://{host}:{config.http_port}/"
+    return f"http://{host}:{config.http_port}/"
+
+
+def _where(config: cfg.Config, sip_ports: list[int]) -> str:
+    sip = f"SIP on {config.sip_bind}:{sip_ports[0]}"
+    if len(sip_ports) > 1:
+        others = ", ".join(str(p) for p in sip_ports[1:])
+        sip += f"; {len(sip_ports)} workers, the others on {others}"
     where = (
         f"trunk {config.trunk.uri}"
         if config.trunk
@@ -137,13 +170,19 @@ async def serve(config: cfg.Config) -> None:
             f"{config.demo_tone_extension} (tone)"
         )
     )
-    print(
-        f"sipgw ready: open {url}  (SIP on {config.sip_bind}:{gateway.sip_port}, {where})",
-        flush=True,
-    )
-    await stop.wait()
-    log.info("shutting down: ending calls")
-    await runner.cleanup()
+    return f"{sip}, {where}"
+
+
+def run_serve(
+    config: cfg.Config, worker: WorkerSpec | None = None, report: Report | None = None
+) -> int:
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(serve(config, worker, report))
+    except OSError as exc:
+        print(f"sipgw: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -156,28 +195,34 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose < 2:
+def configure_logging(verbosity: int, tag: str | None = None) -> None:
+    level = logging.DEBUG if verbosity else logging.INFO
+    name = f"{tag} %(name)s" if tag else "%(name)s"
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {name}: %(message)s")
+    if verbosity < 2:
         # Whole SIP messages at DEBUG drown everything else; -vv asks for them.
         logging.getLogger("gateway.sip.transport").setLevel(logging.INFO)
     for noisy in ("aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose)
     try:
         config = config_from_args(args)
     except cfg.ConfigError as exc:
         print(f"sipgw: configuration error: {exc}", file=sys.stderr)
         return 2
-    try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(serve(config))
-    except OSError as exc:
-        print(f"sipgw: cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    if config.workers == 1:
+        return run_serve(config)
+
+    def announce(ready: list[workers.Ready]) -> None:
+        where = _where(config, [r.sip_port for r in ready])
+        print(f"sipgw ready: open {_url(config)}  ({where})", flush=True)
+
+    return workers.supervise(config, args.verbose, announce)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ class DialPlan:
 class Config:
     host: str = "127.0.0.1"
     http_port: int = 8080
+    # Gateway processes sharing the machine (one per core carries the most calls).
+    workers: int = 1
     sip_host: str | None = None
     sip_port: int = 5060
     sip_transports: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP)
@@ -178,7 +180,7 @@ def parse_trunk(
 
 
 _KEYS = {
-    "server": {"host", "http_port"},
+    "server": {"host", "http_port", "workers"},
     "sip": {"host", "port", "transports", "public_address", "t1", "tls"},
     "sip.tls": {"certfile", "keyfile", "cafile", "verify_peer", "server_name"},
     "trunk": {
@@ -412,6 +414,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         d,
         host=_typed("server", server, "host", str, d.host),
         http_port=_typed("server", server, "http_port", int, d.http_port),
+        workers=_typed("server", server, "workers", int, d.workers),
         sip_host=_typed("sip", sip, "host", str, d.sip_host),
         sip_port=_typed("sip", sip, "port", int, d.sip_port),
         sip_transports=transports,
@@ -460,6 +463,10 @@ def validate(config: Config) -> None:
         raise ConfigError("sip.port must be 0-65535 (0: any free port)")
     if not 0 <= config.http_port <= 65535:
         raise ConfigError("server.http_port must be 0-65535")
+    if not 1 <= config.workers <= 64:
+        raise ConfigError("server.workers must be 1-64")
+    if config.workers > 1 and config.http_port == 0:
+        raise ConfigError("server.workers > 1 needs a fixed server.http_port (they share it)")
     if config.sip_t1 <= 0:
         raise ConfigError("sip.t1 must be positive")
     for key in ("no_answer_timeout", "ring_timeout", "rtp_timeout"):

@@ -20,6 +20,7 @@ from gateway.calls.call import Route
 from gateway.calls.inbound import InboundCall
 from gateway.calls.outbound import OutboundCall
 from gateway.calls.peer import PeerCall
+from gateway.cluster import Cluster, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class Gateway:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: WorkerSpec | None = None) -> None:
         self.config = config
         self.timers = Timers(t1=config.sip_t1)
         self.ports = PortAllocator(config.rtp_port_min, config.rtp_port_max)
@@ -65,6 +66,13 @@ class Gateway:
         self.calls_total = 0
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # One of several workers: pages and calls may sit in different processes.
+        self.cluster = Cluster(self, worker) if worker is not None else None
+
+    @property
+    def registers(self) -> bool:
+        """Only the first worker registers: one Contact per account at the registrar."""
+        return self.cluster is None or self.cluster.index == 0
 
     # --- life cycle ------------------------------------------------------------------
 
@@ -73,10 +81,12 @@ class Gateway:
         await self.ua.start()
         if self.demo is not None:
             await self.demo.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         if not self.config.users and not _is_loopback(self.config.host):
             log.warning("no [[users]] configured: anyone who reaches the page can place calls")
         for account in self.config.all_accounts:
-            if account.register:
+            if account.register and self.registers:
                 await self._register(account)
 
     async def _register(self, account: Trunk) -> None:
@@ -101,10 +111,19 @@ class Gateway:
         await registration.start()
 
     def _registration_changed(self, account: str, status: RegistrationStatus) -> None:
-        message = {"type": "registration", **_status(account, status)}
+        entry = _status(account, status)
+        if self.cluster is not None:
+            self.cluster.registration_changed(entry)
+        self.notify_pages({"type": "registration", **entry})
+
+    def notify_pages(self, message: dict[str, Any]) -> None:
         for session in self.sessions:
             if session.greeted:
                 session.notify(message)
+
+    @staticmethod
+    def registration_entry(account: str, registration: Registration) -> dict[str, Any]:
+        return _status(account, registration.status)
 
     async def end_calls(self, reason: str) -> None:
         await asyncio.gather(
@@ -122,6 +141,8 @@ class Gateway:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.cluster is not None:
+            await self.cluster.close()
         if self.demo is not None:
             await self.demo.close()
         await self.ua.close()
@@ -147,14 +168,23 @@ class Gateway:
         return user
 
     def attach(self, session: Session) -> None:
+        """The session said hello: its user's calls may ring it, from any worker."""
         self.sessions.add(session)
+        if self.cluster is not None:
+            self.cluster.announce(session)
+
+    def detach(self, session: Session) -> None:
+        self.sessions.discard(session)
+        if self.cluster is not None and session.greeted:
+            self.cluster.withdraw(session)
 
     def sessions_of(self, user: User) -> list[Session]:
-        return [
+        local = [
             s
             for s in self.sessions
             if s.greeted and s.user is not None and s.user.name == user.name
         ]
+        return local + (self.cluster.sessions_of(user) if self.cluster is not None else [])
 
     # --- outbound ---------------------------------------------------------------------
 
@@ -282,19 +312,25 @@ class Gateway:
         return {"echo": self.demo.echo_extension, "tone": self.demo.tone_extension}
 
     def registration_states(self) -> list[dict[str, Any]]:
-        return [_status(name, r.status) for name, r in self.registrations.items()]
+        states = [_status(name, r.status) for name, r in self.registrations.items()]
+        if self.cluster is not None:
+            states += list(self.cluster.registrations.values())
+        return states
 
     def active_calls(self) -> list[Any]:
+        """Calls this worker carries (a call another worker owns is counted there)."""
         calls: dict[str, Any] = {}
         for session in self.sessions:
-            calls.update({c.id: c for c in session.calls.values() if c.active})
+            calls.update(
+                {c.id: c for c in session.calls.values() if c.active and not _elsewhere(c)}
+            )
         calls.update({c.id: c for c in self._inbound if c.active})
         return list(calls.values())
 
     def health(self) -> dict[str, Any]:
         calls = self.active_calls()
         active = len(calls)
-        return {
+        health: dict[str, Any] = {
             "status": "ok",
             "sip": {
                 "port": self.sip_port,
@@ -313,6 +349,9 @@ class Gateway:
             "rtp_ports_in_use": self.ports.in_use,
             "sip_transactions": self.ua.tl.active,
         }
+        if self.cluster is not None:
+            health["worker"] = {"index": self.cluster.index, "count": self.cluster.spec.count}
+        return health
 
 
 def turn_credentials(secret: str, user: str, ttl: int, now: float | None = None) -> dict[str, str]:
@@ -331,6 +370,11 @@ def _status(account: str, status: RegistrationStatus) -> dict[str, Any]:
         if value is not None:
             entry[key] = value
     return entry
+
+
+def _elsewhere(call: Any) -> bool:
+    """A stand-in for a call another worker owns (cluster.RemoteCall)."""
+    return hasattr(call, "forward")
 
 
 def _is_loopback(host: str) -> bool:

@@ -74,6 +74,8 @@ class Session:
     async def on_text(self, text: str | bytes) -> None:
         try:
             message = protocol.parse(text)
+            if self._forwarded(message, text):
+                return
             await self._handle(message)
         except ProtocolError as exc:
             log.info("session %s: %s: %s", self.id, exc.code, exc.message)
@@ -82,6 +84,16 @@ class Session:
             # A bug must cost one request, not the page's socket and its other calls.
             log.exception("session %s: internal error", self.id)
             self.error("internal", "the gateway could not handle this message")
+
+    def _forwarded(self, message: protocol.ClientMessage, text: str | bytes) -> bool:
+        """A request for a call another worker owns goes there as it came (cluster.py)."""
+        if isinstance(message, (protocol.Hello, protocol.Call)) or not self.greeted:
+            return False
+        forward = getattr(self.calls.get(message.id), "forward", None)
+        if forward is None:
+            return False
+        forward(self, text)
+        return True
 
     async def _handle(self, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Hello):
@@ -138,6 +150,8 @@ class Session:
         }
         if user.extension:
             welcome["extension"] = user.extension
+        if self.gateway.cluster is not None:
+            welcome["worker"] = self.gateway.cluster.index
         if self.gateway.config.ice_transport_policy == "relay":
             welcome["iceTransportPolicy"] = "relay"
         self.notify(welcome)

@@ -62,7 +62,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             elif msg.type is WSMsgType.ERROR:
                 log.info("session %s: socket error %s", session.id, ws.exception())
     finally:
-        gateway.sessions.discard(session)
+        gateway.detach(session)
         request.app[SOCKETS].discard(ws)
         await session.close()
         log.info("session %s closed", session.id)
