@@ -36,6 +36,7 @@ class MediaOptions:
     keep: bool = False  # keep the work directory (logs, configs)
     quiet_wait: float = 0.0  # seconds to wait at most for a quiet machine first
     sipgw_checkout: Path | None = None  # another checkout of sipgw (e.g. a git worktree)
+    sipgw_workers: int = 1  # sipgw run --workers: gateway processes sharing the load
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -63,7 +64,7 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
     with workdir(opts.keep) as wd, Sipp(wd, budget) as sipp:
         peer: Sipgw | Janus
         if opts.gateway == "sipgw":
-            peer = Sipgw(wd, sipp.uri, opts.calls, opts.sipgw_checkout)
+            peer = Sipgw(wd, sipp.uri, opts.calls, opts.sipgw_checkout, opts.sipgw_workers)
             target = DIAL
         else:
             peer = Janus(wd, opts.calls)
@@ -200,6 +201,7 @@ def _summarise(
     return {
         "benchmark": "media",
         "gateway": opts.gateway,
+        "sipgw_workers": opts.sipgw_workers if opts.gateway == "sipgw" else None,
         "codec": opts.codec,
         "calls": opts.calls,
         "seconds": opts.seconds,
@@ -254,8 +256,10 @@ def _summarise(
 
 
 def default_out(result: dict[str, Any]) -> Path:
-    return (
-        Path(__file__).resolve().parent
-        / "results"
-        / f"media-{result['gateway']}-{result['codec']}-{result['calls']}.json"
-    )
+    name = f"media-{result['gateway']}{_workers_tag(result)}-{result['codec']}-{result['calls']}"
+    return Path(__file__).resolve().parent / "results" / f"{name}.json"
+
+
+def _workers_tag(result: dict[str, Any]) -> str:
+    workers = result.get("sipgw_workers") or 1
+    return f"x{workers}" if workers > 1 else ""

@@ -174,8 +174,16 @@ class Sipp:
 class Sipgw:
     """`sipgw run` with its trunk pointing at sipp."""
 
-    def __init__(self, workdir: Path, trunk: str, calls: int, checkout: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        trunk: str,
+        calls: int,
+        checkout: Path | None = None,
+        processes: int = 1,
+    ) -> None:
         self.workdir = workdir
+        self.processes = processes
         self.checkout = checkout or REPO
         self.trunk = trunk
         self.calls = calls
@@ -214,6 +222,8 @@ class Sipgw:
             "--ice-address",
             HOST,
         ]
+        if self.processes > 1:
+            args += ["--workers", str(self.processes)]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 args,
@@ -222,7 +232,7 @@ class Sipgw:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        _wait(lambda: b"sipgw ready" in self.log.read_bytes(), self.proc, "sipgw", 20)
+        _wait(lambda: b"sipgw ready" in self.log.read_bytes(), self.proc, "sipgw", 60)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -32,10 +32,15 @@ def fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _tag(r: dict[str, Any]) -> str:
+    workers = r.get("sipgw_workers") or 1
+    return f"x{workers}" if workers > 1 else ""
+
+
 def _line(r: dict[str, Any]) -> str:
     lat = r["latency_one_way_ms"]
     return (
-        f"{r['gateway']:5} {r['codec']:4} N={r['calls']:4} ok={r['calls_connected']:4} "
+        f"{r['gateway'] + _tag(r):7} {r['codec']:4} N={r['calls']:4} ok={r['calls_connected']:4} "
         f"cpu={100 * r['gateway_cpu_cores']:5.1f}% ({100 * r['gateway_cpu_per_call']:.2f}%/call) "
         f"rss/call={r['gateway_rss_per_call_mb']:.2f}MB loss={fmt(r['loss'], '.3%')} "
         f"late={fmt(r['late'], '.3%')} p50={fmt(lat['p50'], '.1f')}ms "
@@ -59,6 +64,7 @@ def _media_options(args: argparse.Namespace, calls: int) -> MediaOptions:
         keep=args.keep,
         quiet_wait=args.quiet_wait,
         sipgw_checkout=Path(args.sipgw_checkout) if args.sipgw_checkout else None,
+        sipgw_workers=args.sipgw_workers,
     )
 
 
@@ -105,6 +111,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = {
         "benchmark": "sweep",
         "gateway": args.gateway,
+        "sipgw_workers": args.sipgw_workers,
         "codec": args.codec,
         "seconds": args.seconds,
         "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
@@ -113,7 +120,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "criterion": points[0]["criterion"] if points else None,
         "points": [{k: v for k, v in p.items() if k != "profile"} for p in points],
     }
-    out = Path(args.out) if args.out else RESULTS / f"sweep-{args.gateway}-{args.codec}.json"
+    name = args.gateway + (f"x{args.sipgw_workers}" if args.sipgw_workers > 1 else "")
+    out = Path(args.out) if args.out else RESULTS / f"sweep-{name}-{args.codec}.json"
     sweep["version"] = points[0]["version"] if points else None
     _write(sweep, out)
     print(f"largest N passing: {best} (first failing: {worst})")
@@ -147,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seconds", type=float, default=30.0, help="measurement window")
         p.add_argument("--rate", type=float, default=20.0, help="call setups per second")
         p.add_argument("--workers", type=int, default=0, help="load processes (0: auto)")
+        p.add_argument(
+            "--sipgw-workers", type=int, default=1, help="sipgw run --workers (gateway processes)"
+        )
         p.add_argument("--profile", action="store_true", help="py-spy the gateway")
         p.add_argument("--keep", action="store_true", help="keep logs in /tmp/sipgw-bench-*")
         p.add_argument("--out", help="result file (default under benchmarks/results/)")
