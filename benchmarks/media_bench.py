@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import queue
 import subprocess
 import time
@@ -37,6 +38,9 @@ class MediaOptions:
     quiet_wait: float = 0.0  # seconds to wait at most for a quiet machine first
     sipgw_checkout: Path | None = None  # another checkout of sipgw (e.g. a git worktree)
     sipgw_workers: int = 1  # sipgw run --workers: gateway processes sharing the load
+    # The gateway on CPU 1 only, the generator, sipp and this runner on CPU 0: the gateway's
+    # capacity on one core, without the generator competing for it.
+    pin: bool = False
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -61,13 +65,39 @@ def run_media(opts: MediaOptions) -> dict[str, Any]:
     quiet = procstat.wait_quiet(opts.quiet_wait) if opts.quiet_wait > 0 else None
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     load_before = {**procstat.load(), "wait": quiet}
+    own_cpus = os.sched_getaffinity(0)
+    gateway_cpus = None
+    if opts.pin:
+        # Set before sipp and the generator start: they inherit it.
+        os.sched_setaffinity(0, {0})
+        gateway_cpus = {1}
+    try:
+        return _run_media(
+            opts, budget, ramp_s, workers, quiet, started_at, load_before, gateway_cpus
+        )
+    finally:
+        os.sched_setaffinity(0, own_cpus)
+
+
+def _run_media(
+    opts: MediaOptions,
+    budget: float,
+    ramp_s: float,
+    workers: int,
+    quiet: Any,
+    started_at: str,
+    load_before: dict[str, Any],
+    gateway_cpus: set[int] | None,
+) -> dict[str, Any]:
     with workdir(opts.keep) as wd, Sipp(wd, budget) as sipp:
         peer: Sipgw | Janus
         if opts.gateway == "sipgw":
-            peer = Sipgw(wd, sipp.uri, opts.calls, opts.sipgw_checkout, opts.sipgw_workers)
+            peer = Sipgw(
+                wd, sipp.uri, opts.calls, opts.sipgw_checkout, opts.sipgw_workers, gateway_cpus
+            )
             target = DIAL
         else:
-            peer = Janus(wd, opts.calls)
+            peer = Janus(wd, opts.calls, gateway_cpus)
             target = sipp.uri
         with peer:
             time.sleep(1.0)
@@ -202,6 +232,8 @@ def _summarise(
         "benchmark": "media",
         "gateway": opts.gateway,
         "sipgw_workers": opts.sipgw_workers if opts.gateway == "sipgw" else None,
+        # Gateway on CPU 1; generator, sipp and runner on CPU 0.
+        "pinned": opts.pin,
         "codec": opts.codec,
         "calls": opts.calls,
         "seconds": opts.seconds,
@@ -262,4 +294,4 @@ def default_out(result: dict[str, Any]) -> Path:
 
 def _workers_tag(result: dict[str, Any]) -> str:
     workers = result.get("sipgw_workers") or 1
-    return f"x{workers}" if workers > 1 else ""
+    return (f"x{workers}" if workers > 1 else "") + ("-pinned" if result.get("pinned") else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -16,12 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 UAS_SCENARIO = REPO / "tests" / "sipp" / "uas_answer_wait_bye.xml"
+UAC_SCENARIO = REPO / "benchmarks" / "sipp" / "uac_call.xml"
 JANUS_DIR = Path(__file__).resolve().parent / "janus"
 JANUS_LIBS = Path("/usr/lib/x86_64-linux-gnu/janus")
 
@@ -64,6 +66,15 @@ def rtp_range(calls: int) -> tuple[int, int]:
     width = max(200, 4 * calls + 100)
     low = random.randrange(10000, 30000 - width) & ~1
     return low, low + width
+
+
+def _pinned(cpus: set[int] | None) -> Callable[[], None] | None:
+    """For Popen's preexec_fn: the affinity survives exec and is inherited by every
+    thread and child process the program starts."""
+    if cpus is None:
+        return None
+    wanted = set(cpus)
+    return lambda: os.sched_setaffinity(0, wanted)
 
 
 def _wait(predicate: object, proc: subprocess.Popen[bytes], what: str, timeout: float) -> None:
@@ -171,6 +182,69 @@ class Sipp:
         return {n: int(v) for n, v in zip(names, values, strict=False) if n in wanted}
 
 
+class SippUac:
+    """sipp placing `calls` calls to `target` ("host:port") at `rate` per second, each
+    INVITE/200/ACK, `hold_ms` in the call, BYE/200; no RTP. Blocks until sipp is done."""
+
+    def __init__(self, workdir: Path, target: str, service: str) -> None:
+        self.workdir = workdir
+        self.target = target
+        self.service = service
+        self.stat = workdir / "sipp_uac_stat.csv"
+
+    def run(self, *, rate: float, calls: int, limit: int, hold_ms: int, timeout: float) -> int:
+        args = [
+            "timeout",
+            f"{timeout:.0f}",
+            "sipp",
+            self.target,
+            "-sf",
+            str(UAC_SCENARIO),
+            "-s",
+            self.service,
+            "-i",
+            HOST,
+            "-p",
+            str(free_port()),
+            "-mi",
+            HOST,
+            "-mp",
+            str(free_even_block(4)),
+            "-r",
+            f"{rate:g}",
+            "-m",
+            str(calls),
+            "-l",
+            str(limit),
+            "-key",
+            "hold_ms",
+            str(hold_ms),
+            "-nostdin",
+            "-trace_stat",
+            "-stf",
+            str(self.stat),
+            "-fd",
+            "1",
+            "-trace_err",
+            "-error_file",
+            str(self.workdir / "sipp_uac_errors.log"),
+        ]
+        with (self.workdir / "sipp_uac.out").open("ab") as out:
+            done = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, check=False)
+        return done.returncode
+
+    def stats(self) -> dict[str, int]:
+        try:
+            lines = self.stat.read_text().splitlines()
+        except OSError:
+            return {}
+        if len(lines) < 2:
+            return {}
+        names, values = lines[0].split(";"), lines[-1].split(";")
+        wanted = ("SuccessfulCall(C)", "FailedCall(C)", "OutgoingCall(C)", "Retransmissions(C)")
+        return {n: int(v) for n, v in zip(names, values, strict=False) if n in wanted}
+
+
 class Sipgw:
     """`sipgw run` with its trunk pointing at sipp."""
 
@@ -181,8 +255,12 @@ class Sipgw:
         calls: int,
         checkout: Path | None = None,
         processes: int = 1,
+        cpus: set[int] | None = None,
     ) -> None:
+        """`trunk` empty: demo mode (no trunk, the embedded demo endpoint answers 600).
+        `cpus`: run it (and every process and thread it starts) on these CPUs only."""
         self.workdir = workdir
+        self.cpus = cpus
         self.processes = processes
         self.checkout = checkout or REPO
         self.trunk = trunk
@@ -215,8 +293,7 @@ class Sipgw:
             str(self.http_port),
             "--sip-port",
             "0",
-            "--trunk",
-            self.trunk,
+            *(["--trunk", self.trunk] if self.trunk else []),
             "--rtp-ports",
             f"{low}-{high}",
             "--ice-address",
@@ -231,6 +308,7 @@ class Sipgw:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_pinned(self.cpus),
             )
         _wait(lambda: b"sipgw ready" in self.log.read_bytes(), self.proc, "sipgw", 60)
         return self
@@ -238,6 +316,13 @@ class Sipgw:
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             _stop(self.proc)
+
+    def logged_port(self, pattern: bytes) -> int:
+        """A port the gateway printed, e.g. rb"SIP on [\\d.]+:(\\d+)"."""
+        match = re.search(pattern, self.log.read_bytes())
+        if match is None:
+            raise PeerError(f"{pattern!r} not in {self.log}")
+        return int(match.group(1))
 
 
 def build_noloopback(workdir: Path) -> Path:
@@ -256,9 +341,10 @@ class Janus:
     """Janus 1.1.2 (Debian package janus) with a private config dir: WebSocket transport
     and the SIP plugin only, everything on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, calls: int) -> None:
+    def __init__(self, workdir: Path, calls: int, cpus: set[int] | None = None) -> None:
         self.workdir = workdir
         self.calls = calls
+        self.cpus = cpus
         self.ws_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = workdir / "janus.log"
@@ -361,6 +447,7 @@ admin: {{
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=_pinned(self.cpus),
             )
         _wait(lambda: not port_free(self.ws_port, socket.SOCK_STREAM), self.proc, "janus", 20)
         return self

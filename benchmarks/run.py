@@ -65,6 +65,7 @@ def _media_options(args: argparse.Namespace, calls: int) -> MediaOptions:
         quiet_wait=args.quiet_wait,
         sipgw_checkout=Path(args.sipgw_checkout) if args.sipgw_checkout else None,
         sipgw_workers=args.sipgw_workers,
+        pin=args.pin,
     )
 
 
@@ -112,6 +113,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "benchmark": "sweep",
         "gateway": args.gateway,
         "sipgw_workers": args.sipgw_workers,
+        "pinned": args.pin,
         "codec": args.codec,
         "seconds": args.seconds,
         "command": " ".join(["python -m benchmarks.run", *sys.argv[1:]]),
@@ -121,6 +123,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         "points": [{k: v for k, v in p.items() if k != "profile"} for p in points],
     }
     name = args.gateway + (f"x{args.sipgw_workers}" if args.sipgw_workers > 1 else "")
+    name += "-pinned" if args.pin else ""
     out = Path(args.out) if args.out else RESULTS / f"sweep-{name}-{args.codec}.json"
     sweep["version"] = points[0]["version"] if points else None
     _write(sweep, out)
@@ -129,7 +132,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_signalling(args: argparse.Namespace) -> int:
-    from benchmarks.signalling_bench import run_signalling
+    from benchmarks.signalling_bench import run_signalling, run_signalling_sipp
+
+    if args.sipp:
+        result = run_signalling_sipp(args.sipp, args.rate, args.calls, args.hold_ms, args.keep)
+        result["command"] = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+        print(
+            f"signalling ({args.sipp}, sipp): rate {args.rate}/s, {result['completed']}/"
+            f"{args.calls} completed, {result['completed_per_second']:.1f} calls/s, failures "
+            f"{result['failed']}, gateway cpu {100 * result['gateway_cpu_cores']:.0f}% "
+            f"({1000 * result['gateway_cpu_s_per_call']:.2f} ms/call)"
+        )
+        name = f"signalling-sipp-{args.sipp}-{args.rate:g}.json"
+        _write(result, Path(args.out) if args.out else RESULTS / name)
+        return 0
 
     result = run_signalling(rate=args.rate, calls=args.calls, keep=args.keep)
     result["command"] = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
@@ -155,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seconds", type=float, default=30.0, help="measurement window")
         p.add_argument("--rate", type=float, default=20.0, help="call setups per second")
         p.add_argument("--workers", type=int, default=0, help="load processes (0: auto)")
+        p.add_argument(
+            "--pin",
+            action="store_true",
+            help="gateway on CPU 1 only; generator, sipp and runner on CPU 0",
+        )
         p.add_argument(
             "--sipgw-workers", type=int, default=1, help="sipgw run --workers (gateway processes)"
         )
@@ -193,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     sig = sub.add_parser("signalling", help="call setups per second, no media")
     sig.add_argument("--rate", type=float, default=20.0, help="calls started per second")
     sig.add_argument("--calls", type=int, default=200)
+    sig.add_argument(
+        "--sipp",
+        choices=("inbound", "uas"),
+        help="sipp places the calls: to a page through sipgw (inbound) or to its demo UAS",
+    )
+    sig.add_argument("--hold-ms", type=int, default=0, help="with --sipp: time in each call")
     sig.add_argument("--keep", action="store_true")
     sig.add_argument("--out")
     sig.set_defaults(func=cmd_signalling)

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import time
 from typing import Any
 
 import aiohttp
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from benchmarks import procstat
 from benchmarks.loadgen.signalling import CallFailed, SipgwSignalling
 from benchmarks.loadgen.srtp_tap import IdleTrack, loopback_only
 from benchmarks.media_bench import DIAL
-from benchmarks.peers import Sipgw, Sipp, sipgw_version, workdir
+from benchmarks.peers import Sipgw, Sipp, SippUac, sipgw_version, workdir
 
 
 async def canned_offer() -> str:
@@ -138,4 +139,132 @@ def run_signalling(rate: float, calls: int, keep: bool = False) -> dict[str, Any
         "client_cpu_cores": (me1 - me0) / elapsed,
         "sipp": sipp_stats,
         "what_it_measures": (__doc__ or "").strip(),
+    }
+
+
+# --- sipp as the caller ------------------------------------------------------------------
+
+SIPP_MODES = ("inbound", "uas")
+BENCH_USER = "bench"
+
+
+async def _canned_answer(offer: str) -> str:
+    """A page's answer to the gateway's first offer, reused for every later call: all its
+    offers have the same shape (one audio section, mid 0, the same codecs)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    pc.addTrack(IdleTrack())
+    await pc.setLocalDescription(await pc.createAnswer())
+    answer = str(pc.localDescription.sdp)
+    await pc.close()
+    return answer
+
+
+async def _answering_page(url: str, ready: asyncio.Event, counts: dict[str, int]) -> None:
+    """One page of BENCH_USER that accepts every call at once with the canned answer."""
+    loopback_only()
+    answer: str | None = None
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=0) as ws:
+        await ws.send_json({"type": "hello", "user": BENCH_USER})
+        async for msg in ws:
+            data = json.loads(msg.data)
+            kind = data.get("type")
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "welcome":
+                ready.set()
+            elif kind == "incoming":
+                if answer is None:
+                    answer = await _canned_answer(data["sdp"])
+                await ws.send_json({"type": "accept", "id": data["id"], "sdp": answer})
+
+
+async def _drive_sipp(
+    mode: str, gw: Sipgw, wd: Any, rate: float, calls: int, hold_ms: int
+) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    page: asyncio.Task[None] | None = None
+    if mode == "inbound":
+        target = f"127.0.0.1:{gw.logged_port(rb'SIP on [0-9.]+:([0-9]+)')}"
+        service = BENCH_USER
+        ready = asyncio.Event()
+        page = asyncio.create_task(_answering_page(gw.url, ready, counts))
+        await asyncio.wait_for(ready.wait(), 10)
+    else:
+        target = f"127.0.0.1:{gw.logged_port(rb'demo endpoint on sip:[0-9.]+:([0-9]+)')}"
+        service = "600"
+    uac = SippUac(wd, target, service)
+    before = procstat.sample(gw.pid)
+    me0 = procstat.sample(os.getpid()).cpu_s
+    t0 = time.monotonic()
+    code = await asyncio.to_thread(
+        uac.run,
+        rate=rate,
+        calls=calls,
+        limit=max(100, int(rate * 2)),
+        hold_ms=hold_ms,
+        timeout=calls / rate + 60,
+    )
+    elapsed = time.monotonic() - t0
+    after = procstat.sample(gw.pid)
+    me1 = procstat.sample(os.getpid()).cpu_s
+    if page is not None:
+        page.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await page
+    return {
+        "sipp_exit": code,
+        "sipp": uac.stats(),
+        "page_messages": counts,
+        "elapsed_s": elapsed,
+        "gateway_cpu_s": after.cpu_s - before.cpu_s,
+        "gateway_rss_mb_after": after.rss_bytes / 2**20,
+        "client_cpu_cores": (me1 - me0) / elapsed,
+    }
+
+
+def run_signalling_sipp(
+    mode: str, rate: float, calls: int, hold_ms: int = 0, keep: bool = False
+) -> dict[str, Any]:
+    """sipp calls the gateway at `rate` per second, `calls` calls, no RTP.
+
+    inbound: sipp -> sipgw's SIP port -> one page of user `bench`, which accepts each call
+    at once (the whole B2BUA path of an inbound call: SIP transactions and dialog, the
+    browser leg's aiortc offer and answer, an RTP port pair, the page's WebSocket).
+    uas: sipp -> the embedded demo endpoint's extension 600 in the same process (SIP
+    transactions and dialog and an RTP socket, no browser leg: the SIP stack alone).
+    """
+    import uvloop
+
+    if mode not in SIPP_MODES:
+        raise ValueError(f"mode must be one of {SIPP_MODES}")
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    load_before = procstat.load()
+    with workdir(keep) as wd, Sipgw(wd, "", 4 * int(rate) + 64) as gw:
+        time.sleep(1.0)
+        out = uvloop.run(_drive_sipp(mode, gw, wd, rate, calls, hold_ms))
+        load_during = procstat.load()
+    stats = out["sipp"]
+    ok = stats.get("SuccessfulCall(C)", 0)
+    failed = stats.get("FailedCall(C)", 0)
+    cpu = out["gateway_cpu_s"]
+    return {
+        "benchmark": "signalling-sipp",
+        "mode": mode,
+        "gateway": "sipgw",
+        "rate": rate,
+        "calls": calls,
+        "hold_ms": hold_ms,
+        "started_at": started_at,
+        "machine": procstat.machine(),
+        "version": sipgw_version(),
+        "load_before": load_before,
+        "load_during": load_during,
+        "completed": ok,
+        "failed": failed + (calls - ok - failed),
+        "completed_per_second": ok / out["elapsed_s"] if out["elapsed_s"] else 0.0,
+        "gateway_cpu_cores": cpu / out["elapsed_s"],
+        "gateway_cpu_s_per_call": cpu / max(1, ok),
+        "calls_per_core_second": max(1, ok) / cpu if cpu else None,
+        **{k: v for k, v in out.items() if k not in ("gateway_cpu_s",)},
+        "what_it_measures": (run_signalling_sipp.__doc__ or "").strip(),
     }
