@@ -66,6 +66,7 @@ def _media_options(args: argparse.Namespace, calls: int) -> MediaOptions:
         sipgw_checkout=Path(args.sipgw_checkout) if args.sipgw_checkout else None,
         sipgw_workers=args.sipgw_workers,
         pin=args.pin,
+        max_p99_ms=args.max_p99,
     )
 
 
@@ -104,11 +105,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         else:
             worst = n
             break
-    if best is not None and worst is not None and time.monotonic() < deadline:
+    # Bisect between the last pass and the first failure down to --resolution calls.
+    while (
+        best is not None
+        and worst is not None
+        and worst - best > args.resolution
+        and time.monotonic() < deadline
+    ):
         middle = (best + worst) // 2
-        if best < middle < worst:
-            if point(middle)["passed"]:
-                best = middle
+        if point(middle)["passed"]:
+            best = middle
+        else:
+            worst = middle
     sweep = {
         "benchmark": "sweep",
         "gateway": args.gateway,
@@ -124,6 +132,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     }
     name = args.gateway + (f"x{args.sipgw_workers}" if args.sipgw_workers > 1 else "")
     name += "-pinned" if args.pin else ""
+    name += f"-p99-{args.max_p99:g}ms" if args.max_p99 != 40.0 else ""
     out = Path(args.out) if args.out else RESULTS / f"sweep-{name}-{args.codec}.json"
     sweep["version"] = points[0]["version"] if points else None
     _write(sweep, out)
@@ -177,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
             help="gateway on CPU 1 only; generator, sipp and runner on CPU 0",
         )
         p.add_argument(
+            "--max-p99", type=float, default=40.0, help="pass: p99 one-way latency <= this (ms)"
+        )
+        p.add_argument(
             "--sipgw-workers", type=int, default=1, help="sipgw run --workers (gateway processes)"
         )
         p.add_argument("--profile", action="store_true", help="py-spy the gateway")
@@ -203,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--start", type=int, default=10)
     sweep.add_argument("--max-calls", type=int, default=640)
     sweep.add_argument("--max-minutes", type=float, default=20.0)
+    sweep.add_argument(
+        "--resolution", type=int, default=80, help="bisect until pass and fail are this close"
+    )
     sweep.add_argument(
         "--retry-busy",
         type=float,

@@ -114,3 +114,23 @@ async def test_dormant_track_waits_until_stopped() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await pending
+
+
+async def test_peer_connections_share_one_certificate_and_its_fingerprints() -> None:
+    from aiortc.rtcdtlstransport import RTCCertificate, certificate_digest
+
+    first, second = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        certificates = [RTCCertificate.generateCertificate() for _ in range(2)]
+        assert certificates[0] is certificates[1]
+        (fingerprint, *_) = certificates[0].getFingerprints()
+        # The cached fingerprint is the certificate's real digest, as the SDP must carry.
+        assert fingerprint.value == certificate_digest(certificates[0]._cert, fingerprint.algorithm)
+        for pc in (first, second):
+            pc.addTransceiver("audio")
+        offers = [await pc.createOffer() for pc in (first, second)]
+        lines = [next(x for x in o.sdp.splitlines() if "fingerprint:sha-256" in x) for o in offers]
+        assert lines[0] == lines[1] and fingerprint.value in lines[0]
+    finally:
+        await first.close()
+        await second.close()

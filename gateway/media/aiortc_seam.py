@@ -80,6 +80,9 @@ class _SharedCertificate:
                 return contexts[key]
 
             self._certificate._create_ssl_context = shared_context
+            # aiortc hashes the certificate's DER again for every offer and answer.
+            fingerprints = self._certificate.getFingerprints()
+            self._certificate.getFingerprints = lambda: list(fingerprints)
         return self._certificate
 
 
