@@ -21,6 +21,9 @@ SERIES = (
     ("sweep-sipgw-pcmu.json", "sipgw, G.711 relay", "tab:blue", "o-"),
     ("sweep-janus-pcmu.json", "Janus 1.1.2 SIP plugin, G.711 relay", "tab:orange", "s-"),
     ("sweep-sipgw-opus.json", "sipgw, Opus <-> G.711 transcoding", "tab:green", "^--"),
+    ("sweep-sipgw-pinned-pcmu.json", "sipgw on one core (pinned), G.711", "tab:blue", "o:"),
+    ("sweep-janus-pinned-pcmu.json", "Janus on one core (pinned), G.711", "tab:orange", "s:"),
+    ("sweep-sipgwx2-pcmu.json", "sipgw --workers 2, G.711", "tab:purple", "d-"),
 )
 
 
