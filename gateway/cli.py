@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -138,6 +139,11 @@ async def serve(
     # Workers share the page's port; the kernel spreads new connections over them.
     site = web.TCPSite(runner, config.host, config.http_port, reuse_port=worker is not None)
     await site.start()
+    # Everything made so far (aiortc, PyAV, numpy and the gateway itself: ~70,000 objects)
+    # lives as long as the process; out of the collector's sight, a full collection no
+    # longer walks them (22 ms each, several a second at 200 call set-ups a second).
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

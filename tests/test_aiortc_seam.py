@@ -134,3 +134,48 @@ async def test_peer_connections_share_one_certificate_and_its_fingerprints() -> 
     finally:
         await first.close()
         await second.close()
+
+
+async def test_prefer_codecs_offers_only_those_in_that_order() -> None:
+    pc = RTCPeerConnection()
+    try:
+        aiortc_seam.prefer_codecs(pc.addTransceiver("audio"), ["PCMU", "opus", "pcmu", "nope"])
+        offer = (await pc.createOffer()).sdp
+        (m_line,) = [line for line in offer.splitlines() if line.startswith("m=audio")]
+        rtpmaps = [line.split(" ", 1)[1] for line in offer.splitlines() if "a=rtpmap:" in line]
+        assert rtpmaps == ["PCMU/8000", "opus/48000/2"], rtpmaps
+        assert m_line.split()[3:] == ["0", "96"], m_line
+    finally:
+        await pc.close()
+
+
+def test_fast_copies_equal_deep_copies_and_are_independent() -> None:
+    import copy
+
+    import aioice
+    from aiortc.rtcpeerconnection import find_common_codecs
+    from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
+
+    codec = RTCRtpCodecParameters(
+        mimeType="audio/opus",
+        clockRate=48000,
+        channels=2,
+        payloadType=111,
+        rtcpFeedback=[RTCRtcpFeedback(type="transport-cc")],
+        parameters={"minptime": 10, "useinbandfec": 1},
+    )
+    fast = aiortc_seam._CodecCopy.deepcopy(codec)
+    assert fast == copy.deepcopy(codec) and fast is not codec
+    fast.parameters["minptime"] = 20
+    fast.rtcpFeedback.append(RTCRtcpFeedback(type="nack"))
+    assert codec.parameters["minptime"] == 10 and len(codec.rtcpFeedback) == 1
+    # aiortc's negotiation goes through the stand-in and still yields fresh codecs.
+    remote = [copy.deepcopy(codec)]
+    (common,) = find_common_codecs([codec], remote)
+    assert common == codec and common is not codec
+
+    candidate = aioice.Candidate.from_sdp("1 1 udp 2130706431 127.0.0.1 40000 typ host")
+    clone = aiortc_seam._CandidateCopy.copy(candidate)
+    assert clone is not candidate and clone.to_sdp() == candidate.to_sdp()
+    clone.host = "127.0.0.2"
+    assert candidate.host == "127.0.0.1"

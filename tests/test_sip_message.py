@@ -936,3 +936,33 @@ def test_copy_request_is_independent() -> None:
     assert request.headers["CSeq"] == "7 INVITE"
     assert len(request.headers.getlist("Via")) == 2
     assert copy.body == request.body
+
+
+@pytest.mark.parametrize(
+    ("to", "tagged"),
+    [
+        ("<sip:bob@example.com>", "<sip:bob@example.com>;tag=ours"),
+        ('"Bob;tag=x" <sip:bob@example.com>', '"Bob;tag=x" <sip:bob@example.com>;tag=ours'),
+        ("<sip:bob@example.com;tag=uri-param>", "<sip:bob@example.com;tag=uri-param>;tag=ours"),
+        ("sip:bob@example.com", "sip:bob@example.com;tag=ours"),
+        ("<sip:bob@example.com>;tag=theirs", "<sip:bob@example.com>;tag=theirs"),
+        ("sip:bob@example.com ; TAG = theirs", "sip:bob@example.com ; TAG = theirs"),
+    ],
+)
+def test_response_to_gets_our_tag_only_when_it_has_none(to: str, tagged: str) -> None:
+    request = sipmsg.parse(
+        (
+            "INVITE sip:bob@example.com SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1\r\n"
+            "From: <sip:alice@example.com>;tag=a\r\n"
+            f"To: {to}\r\n"
+            "Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    assert isinstance(request, Request)
+    trying = sipmsg.make_response(request, 100, to_tag="ours")
+    ringing = sipmsg.make_response(request, 180, to_tag="ours")
+    assert trying.headers["To"] == to
+    assert ringing.headers["To"] == tagged
+    again = sipmsg.parse(sipmsg.serialize(ringing))
+    assert again.headers["To"] == tagged and again.headers["Call-ID"] == "c1"

@@ -106,6 +106,7 @@ class Call:
         self._bridge: Bridge | None = None
         self._dialog: Dialog | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._watchdog: asyncio.Task[Any] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._session_expires: int | None = None
         self._we_refresh = False
@@ -197,7 +198,7 @@ class Call:
 
     def _connected(self) -> None:
         self._set_state(CallState.CONNECTED)
-        self._spawn(self._watch_rtp())
+        self._watchdog = self._spawn(self._watch_rtp())
 
     def _on_ice_failed(self) -> None:
         if self.active:
@@ -567,6 +568,9 @@ class Call:
         self._set_state(CallState.ENDING)
         for name in list(self._timers):
             self._cancel_timer(name)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()  # else it holds the ended call until its next tick
         dialog, self._dialog = self._dialog, None
         if dialog is None:
             self._cancel_setup()

@@ -217,19 +217,36 @@ def make_response(
 ) -> Response:
     """RFC 3261 section 8.2.6.2: copy Via, From, Call-ID, CSeq; To gets our tag above 100."""
     response = Response(code=code, phrase=phrase or reason_phrase(code), body=body)
-    response.headers.setlist("Via", list(request.headers.getlist("Via")))
-    response.headers.set("From", request.headers["From"])
-    to = request.headers["To"]
-    if to_tag is not None and code > 100:
-        address = Address.parse(to)
-        if tag_of(address) is None:
-            to = str(with_tag(address, to_tag))
-    response.headers.set("To", to)
-    response.headers.set("Call-ID", request.headers["Call-ID"])
-    response.headers.set("CSeq", request.headers["CSeq"])
+    headers = request.headers
+    to = headers["To"]
+    if to_tag is not None and code > 100 and not _has_tag(to):
+        # Appended to the To exactly as received: a UAC compares it with what it sent.
+        to = f"{to};tag={to_tag}"
+    rows = [
+        ("Via", list(headers.getlist("Via"))),
+        ("From", [headers["From"]]),
+        ("To", [to]),
+        ("Call-ID", [headers["Call-ID"]]),
+        ("CSeq", [headers["CSeq"]]),
+    ]
     if content_type is not None:
-        response.headers.set("Content-Type", content_type)
+        rows.append(("Content-Type", [content_type]))
+    # The response has no headers yet: appending them in order skips Headers.set's search
+    # of the list per header (every response the UAS sends comes through here).
+    response.headers._list.extend(rows)
     return response
+
+
+_TAG_PARAM = re.compile(r"(?:^|;)\s*tag\s*=", re.IGNORECASE)
+
+
+def _has_tag(value: str) -> bool:
+    """Whether a From/To value carries a tag parameter, without parsing the address: the
+    parameters follow the closing '>' of a name-addr, or the first ';' of an addr-spec
+    (RFC 3261 section 20: a URI with ';' in it must be in angle brackets)."""
+    close = value.rfind(">")
+    params = value[close + 1 :] if close >= 0 else value.partition(";")[2]
+    return _TAG_PARAM.search(params) is not None
 
 
 @dataclass(frozen=True)

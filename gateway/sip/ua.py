@@ -222,6 +222,11 @@ class OutgoingInvite:
                 self._send_cancel()
             return
         if 200 <= response.code < 300:
+            # Answered: no more provisionals to pass on. The transaction keeps this object
+            # for 64*T1 to ACK retransmitted 2xx; without the callback it no longer keeps
+            # the call (its peer connection, its page session) alive that long as well.
+            # (A 3xx or 401/407 is followed by a new INVITE whose 180 the call still wants.)
+            self.on_provisional = None
             if self._dialog is None:
                 self._dialog = Dialog.from_uac(request, response, self.peer)
                 self._dialog.set_state(DialogState.CONFIRMED)

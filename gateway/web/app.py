@@ -47,7 +47,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_WS_MESSAGE)
+    # No permessage-deflate: the messages are a few kB of SDP at call set-up, and zlib per
+    # message costs the gateway CPU at every call to save the browser bandwidth it has.
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_WS_MESSAGE, compress=False)
     await ws.prepare(request)
     gateway = request.app[GATEWAY]
     session = Session(gateway, ws.send_json, peer=str(request.remote))
