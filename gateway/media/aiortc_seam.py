@@ -218,7 +218,7 @@ class MediaTap:
         dtls = self._sender.transport
         if dtls is None or self._installed is dtls:
             return
-        sink = self._sink
+        tap = self
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
             try:
@@ -226,7 +226,7 @@ class MediaTap:
             except rtp.RtpError:
                 return
             try:
-                sink(
+                tap._sink(
                     header.payload_type,
                     header.sequence,
                     header.timestamp,
@@ -238,9 +238,9 @@ class MediaTap:
 
         dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
         self._installed = dtls
-        self._shortcut_ice(dtls, sink)
+        self._shortcut_ice(dtls)
 
-    def _shortcut_ice(self, dtls: Any, sink: PacketSink) -> None:
+    def _shortcut_ice(self, dtls: Any) -> None:
         """Decrypt and deliver SRTP where the datagram arrives, in the socket callback.
 
         aioice tries to parse every datagram as STUN (an exception per media packet), then
@@ -262,7 +262,7 @@ class MediaTap:
                 return
             self.fast_received += 1
             try:
-                sink(
+                self._sink(
                     header.payload_type,
                     header.sequence,
                     header.timestamp,
@@ -316,4 +316,25 @@ class MediaTap:
 
     def close(self) -> None:
         for task in self._pending:
+            task.cancel()
+        # aiortc or aioice may keep their objects (and so these callbacks) a while after
+        # the call; without the sink they no longer keep the call alive with them.
+        self._sink = _no_sink
+
+
+def _no_sink(payload_type: int, sequence: int, timestamp: int, marker: bool, data: bytes) -> None:
+    """Where packets go once the tap is closed."""
+
+
+def stop_leftover_ice(pc: Any) -> None:
+    """Cancel aioice's consent-freshness task if it outlived the peer connection's close.
+
+    aioice starts it when connect() completes, even when close() ran meanwhile (a call
+    hung up while ICE was finishing); it then runs until six consent checks fail (~30 s),
+    keeping the connection and everything it references alive and sending STUN."""
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+        task = getattr(connection, "_query_consent_task", None)
+        if task is not None and not task.done():
             task.cancel()

@@ -127,3 +127,4 @@ class BrowserLeg:
             self._track.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._pc.close(), 5)
+        aiortc_seam.stop_leftover_ice(self._pc)

@@ -152,6 +152,8 @@ class WebRtcClient:
         return self.pc
 
     async def make_offer(self) -> str:
+        if self.pc is not None:
+            await self.pc.close()  # the previous call's, or its sockets stay open
         self.pc = self._new_pc()
         sender = self.pc.addTrack(ToneTrack(self.tone))
         if self.codecs:
