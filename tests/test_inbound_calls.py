@@ -249,3 +249,27 @@ async def test_ring_timeout_gives_the_caller_480() -> None:
             await assert_released(running)
             assert watch.only.history[-1] is CallState.ENDED
     assert uac.received("SIP/2.0 180") and uac.received("SIP/2.0 480 ")
+
+
+async def test_an_ended_inbound_call_is_freed_while_its_invite_is_remembered() -> None:
+    """The UA keeps the INVITE 64*T1 after its 2xx to match a late CANCEL; that must not
+    keep the call, its peer connection and bridge alive as long."""
+    import gc
+    import weakref
+
+    async with alice_gateway(sip_t1=0.5) as running, AsyncExitStack() as stack:
+        (page,) = await pages(running, 1, stack)
+        with CallWatch() as watch:
+            async with dial(running, "uac_inbound_call", keys={"hold_ms": "300"}) as uac:
+                await page.answer_incoming(await page.expect("incoming"))
+                await page.expect("answer")
+                await page.expect("hangup", timeout=10)
+                assert await uac.wait(timeout=10) == 0, uac.summary()
+            call = weakref.ref(watch.only)
+            watch.calls.clear()
+        assert running.gateway.ua._incoming  # still there for a late CANCEL
+        async with asyncio.timeout(5):
+            while call() is not None:
+                await asyncio.sleep(0.2)
+                gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, InboundCall)]

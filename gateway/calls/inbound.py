@@ -231,6 +231,9 @@ class InboundCall(Call):
         self._reject(480 if self.state is CallState.RINGING else 503)
 
     async def _end(self, ended: CallEnded) -> None:
+        # The UA keeps the INVITE until its transaction ends (64*T1 after a 2xx), to match
+        # a late CANCEL; it must not keep the call that long with it.
+        self.incoming.on_cancel = None
         await super()._end(ended)
         for session in self.ringing:
             session.release(self)
