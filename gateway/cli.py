@@ -143,6 +143,8 @@ async def serve(
     # lives as long as the process; out of the collector's sight, a full collection no
     # longer walks them (22 ms each, several a second at 200 call set-ups a second).
     gc.freeze()
+    # A call set-up allocates thousands of objects; at the default 700 the young
+    # generation was collected several times per call (docs/benchmarks.md).
     gc.set_threshold(20_000, 20, 20)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
