@@ -98,6 +98,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(grace)
 
 
+def sipp_counters(path: Path, wanted: tuple[str, ...]) -> dict[str, int]:
+    """Cumulative counters from the last line of sipp's -trace_stat file."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    if len(lines) < 2:
+        return {}
+    names, values = lines[0].split(";"), lines[-1].split(";")
+    return {n: int(v) for n, v in zip(names, values, strict=False) if n in wanted}
+
+
 class Sipp:
     """One sipp UAS for every call: answers PCMU and echoes RTP (-rtp_echo)."""
 
@@ -169,17 +181,8 @@ class Sipp:
             _stop(self.proc)
 
     def stats(self) -> dict[str, int]:
-        """Cumulative counters from sipp's last -trace_stat line."""
-        path = self.workdir / "sipp_stat.csv"
-        try:
-            lines = path.read_text().splitlines()
-        except OSError:
-            return {}
-        if len(lines) < 2:
-            return {}
-        names, values = lines[0].split(";"), lines[-1].split(";")
         wanted = ("SuccessfulCall(C)", "FailedCall(C)", "IncomingCall(C)", "CurrentCall")
-        return {n: int(v) for n, v in zip(names, values, strict=False) if n in wanted}
+        return sipp_counters(self.workdir / "sipp_stat.csv", wanted)
 
 
 class SippUac:
@@ -234,15 +237,8 @@ class SippUac:
         return done.returncode
 
     def stats(self) -> dict[str, int]:
-        try:
-            lines = self.stat.read_text().splitlines()
-        except OSError:
-            return {}
-        if len(lines) < 2:
-            return {}
-        names, values = lines[0].split(";"), lines[-1].split(";")
         wanted = ("SuccessfulCall(C)", "FailedCall(C)", "OutgoingCall(C)", "Retransmissions(C)")
-        return {n: int(v) for n, v in zip(names, values, strict=False) if n in wanted}
+        return sipp_counters(self.stat, wanted)
 
 
 class Sipgw:

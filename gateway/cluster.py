@@ -80,22 +80,18 @@ class RemoteSession(Session):
     releases calls like a local session; what it says goes over the worker socket."""
 
     def __init__(self, gateway: Gateway, cluster: Cluster, sid: str, user: User, worker: int):
-        # No writer task: a datagram send does not block, and keeps the order itself.
-        self.gateway = gateway
-        self.id = sid
-        self.peer = f"worker {worker}"
+        async def relay(message: dict[str, Any]) -> None:
+            cluster.send(worker, {"op": "notify", "session": sid, "message": message})
+
+        super().__init__(gateway, relay, peer=f"worker {worker}", session_id=sid)
         self.user = user
         self.greeted = True
-        self.calls: dict[str, Any] = {}
-        self._owned: set[str] = set()
         self.cluster = cluster
         self.worker = worker
 
-    def notify(self, message: dict[str, Any]) -> None:
-        self.cluster.send(self.worker, {"op": "notify", "session": self.id, "message": message})
-
     def adopt(self, call: Any) -> None:
         super().adopt(call)
+        # Sent at once, so it reaches the page's worker before the queued `incoming`.
         self.cluster.send(self.worker, {"op": "adopt", "session": self.id, "call": call.id})
 
     def release(self, call: Any) -> None:
@@ -109,17 +105,6 @@ class RemoteSession(Session):
             # The page's own worker handles these; only requests for calls come here.
             raise ProtocolError("bad-request", "not a request for a call on this worker")
         await super()._handle(message)
-
-    async def end_calls(self, reason: str) -> None:
-        owned = [c for cid, c in self.calls.items() if cid in self._owned]
-        for call_id, call in list(self.calls.items()):
-            if call_id not in self._owned:
-                call.leave(self)
-                self.release(call)
-        await asyncio.gather(*(c.close(reason) for c in owned), return_exceptions=True)
-
-    async def close(self) -> None:
-        await self.end_calls("Browser disconnected")
 
 
 class _Endpoint(asyncio.DatagramProtocol):

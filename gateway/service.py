@@ -20,7 +20,7 @@ from gateway.calls.call import Route
 from gateway.calls.inbound import InboundCall
 from gateway.calls.outbound import OutboundCall
 from gateway.calls.peer import PeerCall
-from gateway.cluster import Cluster, WorkerSpec
+from gateway.cluster import Cluster, RemoteCall, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
@@ -321,9 +321,9 @@ class Gateway:
         """Calls this worker carries (a call another worker owns is counted there)."""
         calls: dict[str, Any] = {}
         for session in self.sessions:
-            calls.update(
-                {c.id: c for c in session.calls.values() if c.active and not _elsewhere(c)}
-            )
+            for call in session.calls.values():
+                if call.active and not isinstance(call, RemoteCall):
+                    calls[call.id] = call
         calls.update({c.id: c for c in self._inbound if c.active})
         return list(calls.values())
 
@@ -370,11 +370,6 @@ def _status(account: str, status: RegistrationStatus) -> dict[str, Any]:
         if value is not None:
             entry[key] = value
     return entry
-
-
-def _elsewhere(call: Any) -> bool:
-    """A stand-in for a call another worker owns (cluster.RemoteCall)."""
-    return hasattr(call, "forward")
 
 
 def _is_loopback(host: str) -> bool:

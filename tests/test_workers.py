@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -126,20 +125,34 @@ async def test_inbound_call_rings_a_page_on_the_other_worker(tmp_path: Path) -> 
 
 
 @needs_sipp
-async def test_pages_on_both_workers_ring_and_leaving_ends_the_call(tmp_path: Path) -> None:
+async def test_pages_on_both_workers_ring_and_a_reject_ends_both(tmp_path: Path) -> None:
     async with two_workers(tmp_path) as process, AsyncExitStack() as stack:
         here = await page_on(process, 0, stack, user="alice")
-        inner = AsyncExitStack()
-        there = await page_on(process, 1, inner, user="alice")
+        there = await page_on(process, 1, stack, user="alice")
         target = f"127.0.0.1:{public_sip_port(process)}"
         async with SippUac("uac_inbound_rejected", target=target, service="1001") as uac:
             rang = [await here.expect("incoming"), await there.expect("incoming")]
             assert rang[0]["id"] == rang[1]["id"]
-            await inner.aclose()  # the other worker's page goes away: it stops ringing there
-            await asyncio.sleep(0.5)
             await here.reject(rang[0], 603)
+            # The page on the other worker hears the end through the relay.
+            hangup = await there.expect("hangup")
+            assert (hangup["id"], hangup["code"]) == (rang[0]["id"], 603)
             assert await uac.wait(timeout=10) == 0, uac.summary()
         assert uac.received("SIP/2.0 603"), uac.messages()
+
+
+@needs_sipp
+async def test_the_only_page_leaving_from_the_other_worker_ends_the_call(tmp_path: Path) -> None:
+    async with two_workers(tmp_path) as process:
+        inner = AsyncExitStack()
+        there = await page_on(process, 1, inner, user="alice")
+        target = f"127.0.0.1:{public_sip_port(process)}"
+        async with SippUac("uac_inbound_rejected", target=target, service="1001") as uac:
+            await there.expect("incoming")
+            await inner.aclose()  # worker 1 withdraws the page; worker 0 owns the call
+            # Well before the 30 s ring timeout, which would also end in 480.
+            assert await uac.wait(timeout=10) == 0, uac.summary()
+        assert uac.received("SIP/2.0 480"), uac.messages()
 
 
 async def test_browser_to_browser_call_across_workers(tmp_path: Path) -> None:
@@ -158,13 +171,17 @@ async def test_browser_to_browser_call_across_workers(tmp_path: Path) -> None:
 
 
 def worker_pids(supervisor: int) -> list[int]:
-    children = subprocess.run(
-        ["pgrep", "-P", str(supervisor)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    # Not multiprocessing's resource tracker, also a child: the workers run spawn_main.
-    return [
-        p for p in map(int, children) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
+    """The supervisor's worker processes, from /proc (no procps needed)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # "pid (comm) state ppid ...": comm may hold spaces, so split after the ")".
+            fields = stat.read_text().rpartition(")")[2].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+            # Not multiprocessing's resource tracker, also a child: workers run spawn_main.
+            if int(fields[1]) == supervisor and b"spawn_main" in cmdline:
+                pids.append(int(stat.parent.name))
+    return pids
 
 
 async def test_a_dead_worker_stops_the_gateway(tmp_path: Path) -> None:

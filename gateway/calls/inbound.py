@@ -27,6 +27,24 @@ class Ringable(Protocol):
     def release(self, call: Any) -> None: ...
 
 
+def stop_ringing_others(call: Any, ringing: list[Ringable], answered: Ringable) -> list[Ringable]:
+    """One page answered: the others stop ringing and forget the call. Returns what still
+    rings: the page that answered."""
+    for other in ringing:
+        if other is not answered:
+            other.notify(
+                {
+                    "type": "hangup",
+                    "id": call.id,
+                    "code": 200,
+                    "reason": "Answered elsewhere",
+                    "by": "remote",
+                }
+            )
+            other.release(call)
+    return [answered]
+
+
 def caller_of(incoming: IncomingInvite) -> tuple[str, str]:
     """(number or user, display name) of whoever is calling."""
     address = incoming.request.from_address
@@ -127,19 +145,7 @@ class InboundCall(Call):
             raise CallError("bad-state", "this call is no longer ringing here")
         self._cancel_timer("ring")
         self._set_state(CallState.ANSWERING)
-        for other in self.ringing:
-            if other is not session:
-                other.notify(
-                    {
-                        "type": "hangup",
-                        "id": self.id,
-                        "code": 200,
-                        "reason": "Answered elsewhere",
-                        "by": "remote",
-                    }
-                )
-                other.release(self)
-        self.ringing = [session]
+        self.ringing = stop_ringing_others(self, self.ringing, session)
         self._spawn(self._complete(answer))
 
     async def _complete(self, page_answer: str) -> None:

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from gateway.calls.call import CallEnded, CallError, CallState
-from gateway.calls.inbound import Ringable
+from gateway.calls.inbound import Ringable, stop_ringing_others
 from gateway.config import User
 
 log = logging.getLogger(__name__)
@@ -84,19 +84,7 @@ class PeerCall:
             raise CallError("bad-state", "this call is no longer ringing here")
         if self._ring_timer is not None:
             self._ring_timer.cancel()
-        for other in self.ringing:
-            if other is not session:
-                other.notify(
-                    {
-                        "type": "hangup",
-                        "id": self.id,
-                        "code": 200,
-                        "reason": "Answered elsewhere",
-                        "by": "remote",
-                    }
-                )
-                other.release(self)
-        self.ringing = [session]
+        self.ringing = stop_ringing_others(self, self.ringing, session)
         self._set_state(CallState.CONNECTED)
         self.caller.notify({"type": "answer", "id": self.id, "sdp": answer})
         session.notify({"type": "answer", "id": self.id})

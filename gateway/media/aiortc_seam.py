@@ -218,27 +218,25 @@ class MediaTap:
         dtls = self._sender.transport
         if dtls is None or self._installed is dtls:
             return
-        tap = self
+        deliver = self._deliver
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-            try:
-                header = rtp.parse(data)
-            except rtp.RtpError:
-                return
-            try:
-                tap._sink(
-                    header.payload_type,
-                    header.sequence,
-                    header.timestamp,
-                    header.marker,
-                    header.payload,
-                )
-            except Exception:
-                log.exception("browser packet handler failed")
+            deliver(data)
 
         dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
         self._installed = dtls
         self._shortcut_ice(dtls)
+
+    def _deliver(self, data: bytes) -> None:
+        """One decrypted RTP packet to the sink (from either path into the tap)."""
+        try:
+            h = rtp.parse(data)
+        except rtp.RtpError:
+            return
+        try:
+            self._sink(h.payload_type, h.sequence, h.timestamp, h.marker, h.payload)
+        except Exception:
+            log.exception("browser packet handler failed")
 
     def _shortcut_ice(self, dtls: Any) -> None:
         """Decrypt and deliver SRTP where the datagram arrives, in the socket callback.
@@ -250,6 +248,7 @@ class MediaTap:
         """
         connection = dtls.transport._connection
         queue_data = connection.data_received
+        deliver = self._deliver
 
         def data_received(data: bytes, component: int) -> None:
             srtp = dtls._rx_srtp
@@ -257,20 +256,11 @@ class MediaTap:
                 queue_data(data, component)
                 return
             try:
-                header = rtp.parse(srtp.unprotect(data))
-            except (pylibsrtp.Error, rtp.RtpError):
+                plain = srtp.unprotect(data)
+            except pylibsrtp.Error:
                 return
             self.fast_received += 1
-            try:
-                self._sink(
-                    header.payload_type,
-                    header.sequence,
-                    header.timestamp,
-                    header.marker,
-                    header.payload,
-                )
-            except Exception:
-                log.exception("browser packet handler failed")
+            deliver(plain)
 
         connection.data_received = data_received
         for protocol in connection._protocols:

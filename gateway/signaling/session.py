@@ -23,9 +23,11 @@ MAX_CALLS_PER_SESSION = 4
 
 
 class Session:
-    def __init__(self, gateway: Gateway, send: Send, *, peer: str = "?") -> None:
+    def __init__(
+        self, gateway: Gateway, send: Send, *, peer: str = "?", session_id: str | None = None
+    ) -> None:
         self.gateway = gateway
-        self.id = secrets.token_hex(8)
+        self.id = session_id or secrets.token_hex(8)
         self.peer = peer
         self.user: User | None = None
         self.greeted = False
