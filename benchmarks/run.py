@@ -163,7 +163,8 @@ def cmd_signalling(args: argparse.Namespace) -> int:
         f"{result['completed_per_second']:.1f} calls/s, failures {result['failed']}, "
         f"answer p50 {result['answer_ms']['p50']} ms p99 {result['answer_ms']['p99']} ms, "
         f"gateway cpu {100 * result['gateway_cpu_cores']:.0f}% "
-        f"({1000 * result['gateway_cpu_s_per_call']:.1f} ms/call)"
+        f"({1000 * result['gateway_cpu_s_per_call']:.1f} ms/call), gateway's share "
+        f"{result['gateway_setup_ms']}"
     )
     out = Path(args.out) if args.out else RESULTS / f"signalling-{args.rate:g}.json"
     _write(result, out)

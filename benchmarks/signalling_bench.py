@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import urllib.request
 from typing import Any
 
 import aiohttp
@@ -84,6 +85,13 @@ async def _drive(url: str, rate: float, calls: int) -> list[dict[str, Any]]:
     return outcomes
 
 
+def _gateway_setup_ms(http_port: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{http_port}/healthz"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        health: dict[str, Any] = json.load(reply)
+    return health.get("setup_ms", {})
+
+
 def run_signalling(rate: float, calls: int, keep: bool = False) -> dict[str, Any]:
     import uvloop
 
@@ -100,6 +108,7 @@ def run_signalling(rate: float, calls: int, keep: bool = False) -> dict[str, Any
         after = procstat.sample(gw.pid)
         me1 = procstat.sample(os.getpid()).cpu_s
         load_during = procstat.load()
+        setup_ms = _gateway_setup_ms(gw.http_port)
         time.sleep(1.5)  # sipp writes its statistics once a second
         sipp_stats = sipp.stats()
     done = [o for o in outcomes if "end" in o]
@@ -132,6 +141,9 @@ def run_signalling(rate: float, calls: int, keep: bool = False) -> dict[str, Any
         "errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
         "completed_per_second": len(done) / span if span else 0.0,
         "answer_ms": {"p50": pct(50), "p99": pct(99), "max": pct(100)},
+        # The gateway's own share, from its /healthz (last 1000 calls): offer received ->
+        # INVITE sent, and 200 OK received -> answer queued for the page.
+        "gateway_setup_ms": setup_ms,
         "elapsed_s": elapsed,
         "gateway_cpu_cores": gw_cpu / elapsed,
         "gateway_cpu_s_per_call": gw_cpu / max(1, len(done)),

@@ -20,6 +20,7 @@ from gateway.calls.call import Route
 from gateway.calls.inbound import InboundCall
 from gateway.calls.outbound import OutboundCall
 from gateway.calls.peer import PeerCall
+from gateway.calls.timing import SetupTimes
 from gateway.cluster import Cluster, RemoteCall, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
@@ -64,6 +65,7 @@ class Gateway:
         self.sessions: set[Session] = set()
         self.registrations: dict[str, Registration] = {}
         self.calls_total = 0
+        self.setup_times = SetupTimes()
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # One of several workers: pages and calls may sit in different processes.
@@ -214,6 +216,7 @@ class Gateway:
             ports=self.ports,
             notify=session.notify,
             user=session.user,
+            timings=self.setup_times,
         )
 
     def route(self, number: str) -> Route:
@@ -348,6 +351,7 @@ class Gateway:
             },
             "rtp_ports_in_use": self.ports.in_use,
             "sip_transactions": self.ua.tl.active,
+            "setup_ms": self.setup_times.summary(),
         }
         if self.cluster is not None:
             health["worker"] = {"index": self.cluster.index, "count": self.cluster.spec.count}

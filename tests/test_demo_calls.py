@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import aiohttp
+
 from tests.support.gateway import RunningGateway
 from tests.support.webrtc_client import WebRtcClient
 
@@ -18,6 +20,15 @@ async def test_echo_extension_returns_our_tone(demo_gateway: RunningGateway) -> 
         hangup = await client.expect("hangup")
         assert hangup["by"] == "local"
     assert demo_gateway.gateway.ports.in_use == 0
+    # The gateway's own share of the set-up is measured, for /healthz and /metrics.
+    setup = demo_gateway.gateway.health()["setup_ms"]
+    assert set(setup) == {"offer_to_invite", "ok_to_answer"}
+    for stats in setup.values():
+        assert stats["count"] == 1 and 0 < stats["p50_ms"] == stats["p99_ms"] < 1000
+    async with aiohttp.ClientSession() as http, http.get(demo_gateway.url + "metrics") as reply:
+        metrics = await reply.text()
+    assert 'sipgw_setup_ms_count{interval="offer_to_invite"} 1' in metrics
+    assert "sipgw_calls_total 1" in metrics
 
 
 async def test_tone_extension_plays_440(demo_gateway: RunningGateway) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from sipmessage import URI, Address
 
 import sdp
 from gateway.calls.call import Call, CallEnded, CallState, Notify, Route
+from gateway.calls.timing import SetupTimes
 from gateway.config import Config, User
 from gateway.media.browser_leg import BrowserLeg, BrowserMediaError
 from gateway.media.ports import PortAllocator, PortsExhausted
@@ -31,6 +33,7 @@ class OutboundCall(Call):
         ports: PortAllocator,
         notify: Notify,
         user: User | None = None,
+        timings: SetupTimes | None = None,
     ) -> None:
         super().__init__(
             call_id, ua=ua, config=config, ports=ports, notify=notify, account=route.trunk
@@ -44,6 +47,8 @@ class OutboundCall(Call):
         self._browser_answer = ""
         self._no_answer_fired = False
         self._local_hangup = False
+        self._timings = timings
+        self._offer_at = time.monotonic()  # the page's `call` has just been read
 
     def start(self) -> None:
         self._spawn(self._run())
@@ -109,6 +114,8 @@ class OutboundCall(Call):
         self._set_state(CallState.CALLING)
         self._timer("no-answer", self.config.no_answer_timeout, self._on_no_answer)
         outcome = await invite.run()
+        if self._timings is not None and invite.first_sent_at is not None:
+            self._timings.record("offer_to_invite", invite.first_sent_at - self._offer_at)
         self._cancel_timer("no-answer")
         if isinstance(outcome, Failed):
             await self._on_failed(outcome)
@@ -159,6 +166,7 @@ class OutboundCall(Call):
         return self._browser_answer
 
     async def _on_answered(self, outcome: Answered) -> None:
+        answered_at = time.monotonic()
         if self.ended.done():
             # The call ended (ICE failure, shutdown) while the 200 was on its way.
             await self.ua.bye(outcome.dialog)
@@ -182,6 +190,8 @@ class OutboundCall(Call):
             self._take_session_timer(outcome.response, we_are_uac=True)
         self._connected()
         self.notify({"type": "answer", "id": self.id, "sdp": answer})
+        if self._timings is not None:
+            self._timings.record("ok_to_answer", time.monotonic() - answered_at)
 
     async def _on_failed(self, failed: Failed) -> None:
         if self._local_hangup:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,6 +118,8 @@ class OutgoingInvite:
         self._cancel_requested = False
         self._cancel_sent = False
         self._dialog: Dialog | None = None
+        # When the first INVITE went to the transport (the gateway's share of set-up ends).
+        self.first_sent_at: float | None = None
 
     def _set_state(self, state: InviteState) -> None:
         if state is not self.state:
@@ -153,6 +156,8 @@ class OutgoingInvite:
         while True:
             self._request = request
             tx = self.ua.tl.send_request(request, self.peer, self._on_response)
+            if self.first_sent_at is None:
+                self.first_sent_at = time.monotonic()
             try:
                 response = await tx.final
             except TransactionTimeout:

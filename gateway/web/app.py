@@ -42,7 +42,13 @@ async def metrics(request: web.Request) -> web.Response:
         f"sipgw_rtp_ports_in_use {health['rtp_ports_in_use']}",
         "# TYPE sipgw_sip_transactions gauge",
         f"sipgw_sip_transactions {health['sip_transactions']}",
+        "# TYPE sipgw_setup_ms summary",
     ]
+    # The gateway's own share of recent call set-ups (gateway/calls/timing.py).
+    for name, stats in health["setup_ms"].items():
+        lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.5"}} {stats["p50_ms"]}')
+        lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.99"}} {stats["p99_ms"]}')
+        lines.append(f'sipgw_setup_ms_count{{interval="{name}"}} {stats["count"]}')
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
