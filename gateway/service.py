@@ -27,6 +27,7 @@ from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
 from gateway.media import aiortc_seam
 from gateway.media.ports import PortAllocator
+from gateway.security import SecurityEvents
 from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
@@ -66,6 +67,8 @@ class Gateway:
         self.registrations: dict[str, Registration] = {}
         self.calls_total = 0
         self.setup_times = SetupTimes()
+        # Refused sign-ins, policy refusals, untrusted INVITEs...: logged and counted.
+        self.security = SecurityEvents()
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # One of several workers: pages and calls may sit in different processes.

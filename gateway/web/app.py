@@ -49,6 +49,7 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.5"}} {stats["p50_ms"]}')
         lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.99"}} {stats["p99_ms"]}')
         lines.append(f'sipgw_setup_ms_count{{interval="{name}"}} {stats["count"]}')
+    lines += request.app[GATEWAY].security.metrics_lines()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
