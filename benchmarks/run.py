@@ -171,6 +171,21 @@ def cmd_signalling(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from benchmarks.soak import run_soak
+
+    result = run_soak(args.calls, args.rate, args.keep)
+    result["command"] = " ".join(["python -m benchmarks.run", *sys.argv[1:]])
+    growth = result["growth"]
+    print(
+        f"soak: {args.calls} calls in {result['load_s']} s, growth baseline -> end: "
+        + ", ".join(f"{k} {v:+g}" for k, v in growth.items())
+        + f"; peak {result['peak']}; tracebacks in log {result['gateway_log_tracebacks']}"
+    )
+    _write(result, Path(args.out) if args.out else RESULTS / f"soak-{args.calls}.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     sig.add_argument("--keep", action="store_true")
     sig.add_argument("--out")
     sig.set_defaults(func=cmd_signalling)
+
+    soak = sub.add_parser("soak", help="short calls, CANCEL races and bad input; leaks?")
+    soak.add_argument("--calls", type=int, default=10_000)
+    soak.add_argument("--rate", type=float, default=20.0, help="calls/s of each of 3 kinds")
+    soak.add_argument("--keep", action="store_true")
+    soak.add_argument("--out")
+    soak.set_defaults(func=cmd_soak)
     return parser
 
 
