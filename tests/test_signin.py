@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
+from playwright.async_api import async_playwright
 
+from gateway import cli
 from gateway.config import User
 from gateway.security import SecurityEvent
 from gateway.signin import passwords, tokens
 from gateway.signin.lockout import Lockout
 from gateway.signin.origins import origin_allowed
 from gateway.signin.settings import SignInSettings
+from tests.support.audio import write_tone_wav
+from tests.support.browser import CHROMIUM, chromium_args, chromium_available
 from tests.support.gateway import RunningGateway, gateway_config, running_gateway
 
 SECRET = "a-test-secret-of-at-least-32-characters!"
@@ -296,3 +303,83 @@ def test_password_hashes() -> None:
 def test_origin_patterns(origin: str | None, host: str, loopback: bool, allowed: bool) -> None:
     patterns = SignInSettings().allowed_origins
     assert origin_allowed(origin, host, patterns, gateway_on_loopback=loopback) is allowed
+
+
+# --- a real browser on a page of another site ---------------------------------------------
+
+ATTACK_PAGE = """<!doctype html><script>
+window.result = new Promise((resolve) => {
+  const ws = new WebSocket(new URLSearchParams(location.search).get("ws"));
+  ws.onopen = () => ws.send(JSON.stringify({type: "hello"}));
+  ws.onmessage = (event) => resolve("message:" + JSON.parse(event.data).type);
+  ws.onclose = () => resolve("closed");
+});
+</script>"""
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not chromium_available(), reason="Debian package chromium not installed")
+async def test_a_page_on_another_site_gets_no_session_in_chromium(
+    demo_gateway: RunningGateway, tmp_path: Path
+) -> None:
+    """With no [[users]] (the zero-configuration gateway), a page on https://evil.example
+    used to get a session and could place calls from any visitor's browser."""
+    app = web.Application()
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=ATTACK_PAGE, content_type="text/html")
+
+    app.router.add_get("/", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    args = chromium_args(write_tone_wav(tmp_path / "mic.wav", 1000.0, seconds=2))
+    # evil.example resolves to the loopback server, as a hostile site would to its own.
+    args = [
+        "--host-resolver-rules=MAP evil.example 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+        if a.startswith("--host-resolver-rules")
+        else a
+        for a in args
+    ]
+    query = f"?ws={demo_gateway.ws_url}"
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=args
+            )
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://evil.example:{port}/{query}")
+                assert await page.evaluate("window.result") == "closed"
+                assert demo_gateway.gateway.security.counts[SecurityEvent.ORIGIN_REFUSED] == 1
+                assert not demo_gateway.gateway.sessions
+                # The same page on a loopback origin (allowed by default) does get one.
+                await page.goto(f"http://127.0.0.1:{port}/{query}")
+                assert await page.evaluate("window.result") == "message:welcome"
+            finally:
+                await browser.close()
+    finally:
+        await runner.cleanup()
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_cli_hash_password_and_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert cli.main(["hash-password"]) == 0
+    encoded = capsys.readouterr().out.strip()
+    assert passwords.verify_hash(encoded, "s3cret")
+    config = tmp_path / "sipgw.toml"
+    config.write_text(
+        f'[auth]\ntoken_secret = "{SECRET}"\ntoken_audience = "sipgw"\n'
+        f'[[users]]\nname = "alice"\npassword_hash = "{encoded}"\n'
+    )
+    assert cli.main(["token", "alice", "--config", str(config), "--ttl", "60"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert tokens.verify(token, SECRET, audience="sipgw") == "alice"
+    assert cli.main(["token", "mallory", "--config", str(config)]) == 2
+    assert "no user 'mallory'" in capsys.readouterr().err
