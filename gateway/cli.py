@@ -18,6 +18,7 @@ from gateway import config as cfg
 from gateway import workers
 from gateway.cluster import WorkerSpec
 from gateway.service import Gateway
+from gateway.signin import cli as signin_cli
 from gateway.web.app import create_app
 
 log = logging.getLogger("sipgw")
@@ -70,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="-v: debug logging of calls and media; -vv: also every SIP message",
     )
+    hash_password = sub.add_parser(
+        "hash-password",
+        help="print the argon2id hash of a password, for password_hash in [[users]]",
+        description="Reads the password from a prompt, or from stdin when it is not a terminal.",
+    )
+    hash_password.set_defaults(verbose=0)
+    token = sub.add_parser(
+        "token",
+        help="print a signed sign-in token (JWT) for USER, for hello.token",
+        description="Signs with [auth] token_secret of --config (aud/iss from token_audience "
+        "and token_issuer). For tests and operations; applications mint their own.",
+    )
+    token.add_argument("user", help="the user name (the token's sub)")
+    token.add_argument("--config", type=Path, help="TOML configuration file with [auth]")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds it is valid (3600)")
+    token.set_defaults(verbose=0)
     return parser
 
 
@@ -217,6 +234,8 @@ def configure_logging(verbosity: int, tag: str | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("hash-password", "token"):
+        return signin_cli.main(args)
     configure_logging(args.verbose)
     try:
         config = config_from_args(args)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sipmessage import URI
 
 from gateway.media.browser_leg import IceServer
+from gateway.signin import passwords
+from gateway.signin import settings as signin_settings
+from gateway.signin.settings import SignInSettings
 from gateway.sip.auth import Credentials
 from gateway.sip.dialog import peer_for_uri
 from gateway.sip.transport import Peer, TlsSettings, TransportKind
@@ -55,7 +58,10 @@ class User:
     """A browser user: who `hello` says it is, and how the phone network sees it."""
 
     name: str
-    password: str | None = None
+    # Kept out of repr() so they never reach a log.
+    password: str | None = field(default=None, repr=False)
+    # An argon2id hash from `sipgw hash-password`; preferred over a plain-text password.
+    password_hash: str | None = field(default=None, repr=False)
     extension: str | None = None
     display_name: str | None = None
     # The number presented on outbound calls (From user part).
@@ -108,6 +114,8 @@ class Config:
     demo_echo_extension: str = "600"
     demo_tone_extension: str = "601"
     demo_tone_frequency: float = 440.0
+    # [auth] and the WebSocket guards of [server] (gateway/signin/settings.py).
+    signin: SignInSettings = field(default_factory=SignInSettings)
 
     @property
     def sip_bind(self) -> str:
@@ -180,7 +188,8 @@ def parse_trunk(
 
 
 _KEYS = {
-    "server": {"host", "http_port", "workers"},
+    "server": {"host", "http_port", "workers"} | signin_settings.SERVER_KEYS,
+    "auth": signin_settings.AUTH_KEYS,
     "sip": {"host", "port", "transports", "public_address", "t1", "tls"},
     "sip.tls": {"certfile", "keyfile", "cafile", "verify_peer", "server_name"},
     "trunk": {
@@ -199,7 +208,7 @@ _KEYS = {
         "allow_refer",
     },
     "accounts": set(),
-    "users": {"name", "password", "extension", "display_name", "caller_id"},
+    "users": {"name", "password", "password_hash", "extension", "display_name", "caller_id"},
     "dialing": {"country_code", "international_prefix", "national_prefix"},
     "media": {
         "rtp_port_min",
@@ -363,10 +372,17 @@ def _users(data: dict[str, Any]) -> tuple[User, ...]:
         name = _typed("users", table, "name", str, None)
         if not name:
             raise ConfigError("users.name is required for every [[users]] entry")
+        password = _typed("users", table, "password", str, None)
+        password_hash = _typed("users", table, "password_hash", str, None)
+        if password is not None and password_hash is not None:
+            raise ConfigError(f"users: {name!r} has both password and password_hash")
+        if password_hash is not None and not passwords.is_hash(password_hash):
+            raise ConfigError(f"users: {name!r}: password_hash is not from `sipgw hash-password`")
         users.append(
             User(
                 name=name,
-                password=_typed("users", table, "password", str, None),
+                password=password,
+                password_hash=password_hash,
                 extension=_typed("users", table, "extension", str, None),
                 display_name=_typed("users", table, "display_name", str, None),
                 caller_id=_typed("users", table, "caller_id", str, None),
@@ -446,9 +462,17 @@ def from_mapping(data: dict[str, Any]) -> Config:
         demo_echo_extension=_typed("demo", demo, "echo_extension", str, d.demo_echo_extension),
         demo_tone_extension=_typed("demo", demo, "tone_extension", str, d.demo_tone_extension),
         demo_tone_frequency=_typed("demo", demo, "tone_frequency", float, d.demo_tone_frequency),
+        signin=_signin(data, server),
     )
     validate(config)
     return config
+
+
+def _signin(data: dict[str, Any], server: dict[str, Any]) -> SignInSettings:
+    try:
+        return signin_settings.parse(server, _section(data, "auth"))
+    except signin_settings.SettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def validate(config: Config) -> None:

@@ -29,6 +29,7 @@ from gateway.dialplan import choose_account, normalise
 from gateway.media import aiortc_seam
 from gateway.media.ports import PortAllocator
 from gateway.security import SecurityEvents
+from gateway.signin.authenticator import Authenticator
 from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
@@ -70,6 +71,7 @@ class Gateway:
         self.setup_times = SetupTimes()
         # Refused sign-ins, policy refusals, untrusted INVITEs...: logged and counted.
         self.security = SecurityEvents()
+        self.signin = Authenticator(config.signin, config.users, self.security)
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # One of several workers: pages and calls may sit in different processes.
@@ -89,8 +91,14 @@ class Gateway:
             await self.demo.start()
         if self.cluster is not None:
             await self.cluster.start()
-        if not self.config.users and not _is_loopback(self.config.host):
+        if self.signin.open and not _is_loopback(self.config.host):
             log.warning("no [[users]] configured: anyone who reaches the page can place calls")
+        plain = self.signin.plain_text_users()
+        if plain:
+            log.warning(
+                "plain-text password for user(s) %s: use password_hash (sipgw hash-password)",
+                ", ".join(plain),
+            )
         for account in self.config.all_accounts:
             if account.register and self.registers:
                 await self._register(account)
@@ -159,19 +167,13 @@ class Gateway:
 
     # --- users and sessions ------------------------------------------------------------
 
-    def authenticate(self, name: str | None, token: str | None) -> User | None:
-        """A configured user with the right password; with no users configured (the demo,
-        or an anonymous click-to-call page), whoever says hello."""
-        if not self.config.users:
-            return User(name=name or f"guest-{secrets.token_hex(3)}")
-        user = self.config.user(name or "")
-        if user is None:
-            return None
-        if user.password is not None and not hmac.compare_digest(
-            user.password.encode(), (token or "").encode()
-        ):
-            return None
-        return user
+    async def authenticate(
+        self, name: str | None, token: str | None, src: str | None = None
+    ) -> User | None:
+        """The user `hello` names, if its password or signed token is right and neither the
+        user nor the address is locked out (gateway/signin); with no users and no token
+        secret (the demo, or an anonymous click-to-call page), whoever says hello."""
+        return await self.signin.sign_in(name, token, src or "-")
 
     def attach(self, session: Session) -> None:
         """The session said hello: its user's calls may ring it, from any worker."""

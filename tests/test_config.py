@@ -21,6 +21,7 @@ from gateway.config import (
     parse_trunk,
 )
 from gateway.dialplan import choose_account, normalise
+from gateway.signin import passwords
 from gateway.sip.transport import Peer, TlsSettings, TransportKind
 from tests.support.gateway import TEST_T1, running_gateway
 from tests.support.webrtc_client import WebRtcClient
@@ -42,6 +43,7 @@ EXAMPLE_TABLES = {
     "[calls]": "calls",
     "[dialing]": "dialing",
     "[demo]": "demo",
+    "[auth]": "auth",
     "[[users]]": "users",
     "[trunk]": "trunk",
     "[[accounts]]": "trunk",  # [[accounts]] take the keys of [trunk]
@@ -107,9 +109,12 @@ def test_demo_example_with_users_and_accounts_uncommented() -> None:
     text = uncomment(uncomment(DEMO_EXAMPLE.read_text(), "[[users]]"), "[[accounts]]")
     config = from_mapping(tomllib.loads(text))
     (alice,) = config.users
+    # The example keeps a hash of alice-secret, not the password (sipgw hash-password).
+    assert alice.password_hash is not None
+    assert passwords.verify_hash(alice.password_hash, "alice-secret")
     assert alice == User(
         name="alice",
-        password="alice-secret",
+        password_hash=alice.password_hash,
         extension="201",
         display_name="Alice Example",
         caller_id="+493012345201",

@@ -104,13 +104,42 @@ def _call_id(obj: dict[str, Any]) -> str:
     return value
 
 
+def _candidate(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """An RTCIceCandidateInit with the types the other page expects, and nothing else: it
+    is relayed to another browser (peer calls), which must not get junk or Infinity."""
+    candidate = obj.get("candidate")
+    if candidate is None:
+        return None
+    if not isinstance(candidate, dict):
+        raise ProtocolError("bad-message", "'candidate' must be an object or null", _id(obj))
+    clean: dict[str, Any] = {}
+    for key, limit in (("candidate", 2048), ("sdpMid", 64), ("usernameFragment", 256)):
+        value = candidate.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise ProtocolError("bad-message", f"'candidate.{key}' must be a string", _id(obj))
+        if value is not None:
+            clean[key] = value
+    if "candidate" not in clean:
+        raise ProtocolError("bad-message", "'candidate.candidate' must be a string", _id(obj))
+    index = candidate.get("sdpMLineIndex")
+    if index is not None:
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1024:
+            raise ProtocolError("bad-message", "'candidate.sdpMLineIndex' must be 0-1023", _id(obj))
+        clean["sdpMLineIndex"] = index
+    return clean
+
+
 def parse(text: str | bytes) -> ClientMessage:
     if len(text) > MAX_MESSAGE_BYTES:
         raise ProtocolError("bad-message", "message too large")
     try:
         obj = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("bad-json", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # "[" * 100000: the decoder recurses per level; one error, never a traceback.
+        raise ProtocolError("bad-json", "not valid JSON: nested too deeply") from None
+    except ValueError as exc:
+        # Also UnicodeDecodeError (a binary frame) and int('9' * 5000)'s digit limit.
+        raise ProtocolError("bad-json", f"not valid JSON: {str(exc)[:120]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad-message", "a message must be a JSON object")
     kind = obj.get("type")
@@ -129,10 +158,7 @@ def parse(text: str | bytes) -> ClientMessage:
     if kind == "hangup":
         return Hangup(id=_call_id(obj))
     if kind == "candidate":
-        candidate = obj.get("candidate")
-        if candidate is not None and not isinstance(candidate, dict):
-            raise ProtocolError("bad-message", "'candidate' must be an object or null", _id(obj))
-        return Candidate(id=_call_id(obj), candidate=candidate)
+        return Candidate(id=_call_id(obj), candidate=_candidate(obj))
     if kind == "dtmf":
         digits = _string(obj, "digits", limit=64)
         assert digits is not None

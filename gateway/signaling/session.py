@@ -99,7 +99,7 @@ class Session:
 
     async def _handle(self, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Hello):
-            self._hello(message)
+            await self._hello(message)
             return
         if not self.greeted:
             raise ProtocolError("no-session", "send hello (with valid credentials) first")
@@ -135,9 +135,10 @@ class Session:
                 raise ProtocolError("bad-number", str(exc), message.id) from None
             await call.transfer(message.to, target)
 
-    def _hello(self, message: protocol.Hello) -> None:
-        user = self.gateway.authenticate(message.user, message.token)
+    async def _hello(self, message: protocol.Hello) -> None:
+        user = await self.gateway.authenticate(message.user, message.token, self.peer)
         if user is None:
+            # The same answer for every cause, locked out included: the guesser learns nothing.
             raise ProtocolError("auth-failed", "unknown user or wrong password")
         self.greeted = True
         self.user = user

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.config import Config
+from gateway.security import SecurityEvent
 from gateway.service import Gateway
 from gateway.signaling.session import Session
+from gateway.signin.origins import host_is_loopback, origin_allowed
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 GATEWAY = web.AppKey("gateway", Gateway)
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+# Open WebSockets per remote address, for server.max_sockets_per_address.
+PER_ADDRESS: web.AppKey[Counter[str]] = web.AppKey("per_address")
 MAX_WS_MESSAGE = 512 * 1024
 
 
@@ -53,7 +58,41 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+def _refusal(request: web.Request) -> web.Response | None:
+    """The upgrade's guards: the page's Origin, and the sockets its address holds."""
+    gateway = request.app[GATEWAY]
+    settings = gateway.config.signin
+    src = str(request.remote or "-")
+    origin = request.headers.get("Origin")
+    on_loopback = host_is_loopback(gateway.config.host)
+    if not origin_allowed(
+        origin, request.host, settings.allowed_origins, gateway_on_loopback=on_loopback
+    ):
+        gateway.security.record(SecurityEvent.ORIGIN_REFUSED, src, detail=origin)
+        return web.Response(status=403, text="origin not allowed\n")
+    limit = settings.max_sockets_per_address
+    if limit and request.app[PER_ADDRESS][src] >= limit:
+        gateway.security.record(SecurityEvent.SOCKET_LIMIT, src, detail=f"{limit} open")
+        return web.Response(status=429, text="too many connections from this address\n")
+    return None
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    refusal = _refusal(request)
+    if refusal is not None:
+        return refusal
+    src = str(request.remote or "-")
+    per_address = request.app[PER_ADDRESS]
+    per_address[src] += 1
+    try:
+        return await _serve_socket(request)
+    finally:
+        per_address[src] -= 1
+        if per_address[src] <= 0:
+            del per_address[src]
+
+
+async def _serve_socket(request: web.Request) -> web.WebSocketResponse:
     # No permessage-deflate: the messages are a few kB of SDP at call set-up, and zlib per
     # message costs the gateway CPU at every call to save the browser bandwidth it has.
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_WS_MESSAGE, compress=False)
@@ -82,6 +121,7 @@ def create_app(config: Config, gateway: Gateway | None = None) -> web.Applicatio
     app = web.Application(client_max_size=MAX_WS_MESSAGE)
     app[GATEWAY] = gateway or Gateway(config)
     app[SOCKETS] = set()
+    app[PER_ADDRESS] = Counter()
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
