@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,7 +236,7 @@ class Call:
             return
         for digit in digits:
             content_type, body = info_body(digit)
-            await self.ua.request_in_dialog(dialog, "INFO", body=body, content_type=content_type)
+            await self.ua.info(dialog, body, content_type)
 
     async def hold(self, on: bool) -> None:
         """re-INVITE with sendonly to hold, sendrecv to resume (RFC 3264 section 8.4)."""
@@ -255,26 +254,15 @@ class Call:
         self.notify({"type": "held", "id": self.id, "held": on, "by": "local"})
 
     async def _reinvite(self, dialog: Dialog, offer: str) -> Response | None:
-        for attempt in range(3):
-            request = dialog.new_request("INVITE", body=offer.encode(), content_type=SDP)
-            self._add_session_timer(request)
-            tx = self.ua.tl.send_request(request, dialog.next_hop())
-            try:
-                response = await tx.final
-            except Exception:
-                return None
-            if 200 <= response.code < 300:
-                self.ua.tl.send_ack(dialog.ack(request.cseq.sequence), dialog.next_hop())
-                if response.body and self.media.remote is not None:
-                    with contextlib.suppress(sdp.SdpError):
-                        self.media.remote = sdp.parse_remote(response.body.decode(errors="replace"))
-                self._take_session_timer(response, we_are_uac=True)
-                return response
-            if response.code != 491 or attempt == 2:
-                return response
-            # RFC 3261 section 14.1: glare; the Call-ID owner waits 2.1-4 s, the other 0-2 s.
-            await asyncio.sleep(random.uniform(2.1, 4.0))
-        return None
+        """The UA ACKs the 2xx, retries after 491 (RFC 3261 section 14.1) and gives up
+        (CANCEL, None) 64*T1 after sending, whatever provisional came."""
+        response = await self.ua.reinvite(dialog, offer.encode(), self._session_timer_headers())
+        if response is not None and 200 <= response.code < 300:
+            if response.body and self.media.remote is not None:
+                with contextlib.suppress(sdp.SdpError):
+                    self.media.remote = sdp.parse_remote(response.body.decode(errors="replace"))
+            self._take_session_timer(response, we_are_uac=True)
+        return response
 
     async def transfer(self, to: str, target: URI) -> None:
         """Blind transfer (RFC 3515): REFER, then NOTIFY progress, then our BYE."""
@@ -282,14 +270,13 @@ class Call:
         if self._transfer_target is not None:
             raise CallError("bad-state", "a transfer is already in progress")
         self._transfer_target = to
-        request = dialog.new_request("REFER")
-        request.headers.set("Refer-To", f"<{target}>")
-        request.headers.set("Referred-By", str(dialog.local_address.uri))
         self._notify_transfer("trying")
-        tx = self.ua.tl.send_request(request, dialog.next_hop())
         try:
-            response = await tx.final
-        except Exception:
+            response = await self.ua.refer(dialog, target)
+        except asyncio.CancelledError:
+            self._transfer_target = None  # abandoned: the page hung up
+            raise
+        if response is None:
             self._transfer_failed(408, "No answer to REFER")
             return
         if not 200 <= response.code < 300:
@@ -336,11 +323,12 @@ class Call:
 
     # --- session timers (RFC 4028) --------------------------------------------------
 
-    def _add_session_timer(self, request: Request) -> None:
-        request.headers.set("Supported", "timer")
+    def _session_timer_headers(self) -> tuple[tuple[str, str], ...]:
+        headers = [("Supported", "timer")]
         if self._session_expires:
             refresher = "uac" if self._we_refresh else "uas"
-            request.headers.set("Session-Expires", f"{self._session_expires};refresher={refresher}")
+            headers.append(("Session-Expires", f"{self._session_expires};refresher={refresher}"))
+        return tuple(headers)
 
     def _take_session_timer(self, message: Request | Response, *, we_are_uac: bool) -> None:
         """Start refreshing or watching, as the Session-Expires of a 2xx or INVITE says."""
@@ -465,7 +453,7 @@ class Call:
                 self._pending_offer = self.media.full_offer(self.media.codec)
                 response.body = self._pending_offer.sdp.encode()
                 response.headers.set("Content-Type", SDP)
-            tx.respond(response)
+            self._respond_offer(dialog, tx, response)
             return
         try:
             answer = self.media.answer(request.body.decode(errors="replace"), hold=self.held_local)
@@ -475,8 +463,25 @@ class Call:
             return
         response.body = answer.encode()
         response.headers.set("Content-Type", SDP)
-        tx.respond(response)
+        self._respond_offer(dialog, tx, response)
         self._apply_remote_media()
+
+    def _respond_offer(self, dialog: Dialog, tx: ServerTransaction, response: Response) -> None:
+        if tx.request.method != "INVITE":
+            tx.respond(response)  # UPDATE: a non-INVITE transaction, no ACK
+            return
+        self._spawn(self._await_reinvite_ack(dialog, tx, response))
+
+    async def _await_reinvite_ack(
+        self, dialog: Dialog, tx: ServerTransaction, response: Response
+    ) -> None:
+        """RFC 3261 section 13.3.1.4: the 2xx goes again until the ACK; none in 64*T1
+        ends the call (BYE)."""
+        ack = await self.ua.answer_invite(dialog, tx, response)
+        if ack is not None:
+            self.on_ack(dialog, ack)
+        elif self.active and self._dialog is dialog:
+            await self._end(CallEnded(408, "No ACK for the answer to a re-INVITE", "remote"))
 
     def _apply_remote_media(self) -> None:
         if self._bridge is not None and self._browser is not None:
@@ -534,15 +539,9 @@ class Call:
         self.notify({"type": "transferred", "id": self.id, "to": str(target)})
 
     async def _send_sipfrag(self, dialog: Dialog, status: str) -> None:
-        request = dialog.new_request(
-            "NOTIFY", body=(status + "\r\n").encode(), content_type="message/sipfrag;version=2.0"
-        )
         final = "terminated;reason=noresource" if not status.startswith("SIP/2.0 1") else "active"
-        request.headers.set("Event", "refer")
-        request.headers.set("Subscription-State", final)
-        tx = self.ua.tl.send_request(request, dialog.next_hop())
-        with contextlib.suppress(Exception):
-            await tx.final
+        body = (status + "\r\n").encode()
+        await self.ua.notify(dialog, "refer", final, body, "message/sipfrag;version=2.0")
 
     # --- ending ---------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.calls.call import CallError
 from gateway.config import User
 from gateway.signaling import protocol
+from gateway.signaling.call_queue import CallQueue
 from gateway.signaling.protocol import ProtocolError
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class Session:
         self.calls: dict[str, Any] = {}
         # Calls this session owns (made or answered) end with it; ringing ones are only left.
         self._owned: set[str] = set()
+        # Per call, the page's requests that wait on the far end (call_queue.py).
+        self._queues: dict[str, CallQueue] = {}
         self._send = send
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
@@ -69,6 +72,9 @@ class Session:
         call_id: str = call.id
         if self.calls.get(call_id) is call:
             del self.calls[call_id]
+            queue = self._queues.pop(call_id, None)
+            if queue is not None:
+                queue.abandon()
         self._owned.discard(call_id)
 
     # --- messages from the page ------------------------------------------------------
@@ -114,8 +120,27 @@ class Session:
         except CallError as exc:
             raise ProtocolError(exc.code, exc.message, message.id) from None
 
+    def _queue(self, call_id: str) -> CallQueue:
+        queue = self._queues.get(call_id)
+        if queue is None:
+
+            def on_error(exc: Exception) -> None:
+                if isinstance(exc, (ProtocolError, CallError)):
+                    self.error(exc.code, exc.message, call_id)
+                else:
+                    log.error("session %s: internal error", self.id, exc_info=exc)
+                    self.error("internal", "the gateway could not handle this message", call_id)
+
+            queue = self._queues[call_id] = CallQueue(f"{self.id}-{call_id}", on_error)
+        return queue
+
     async def _call_request(self, call: Any, message: protocol.ClientMessage) -> None:
+        """Requests that answer at once run here; those that wait on the far end run in
+        the call's queue, and `hangup` abandons them before anything else."""
         if isinstance(message, protocol.Hangup):
+            queue = self._queues.get(call.id)
+            if queue is not None:
+                queue.abandon()
             call.hangup(self)
         elif isinstance(message, protocol.Accept):
             call.accept(self, message.sdp)
@@ -125,15 +150,18 @@ class Session:
         elif isinstance(message, protocol.Candidate):
             call.candidate(self, message.candidate)
         elif isinstance(message, protocol.Dtmf):
-            await call.send_dtmf(message.digits)
+            digits = message.digits
+            self._queue(call.id).put(lambda: call.send_dtmf(digits))
         elif isinstance(message, protocol.Hold):
-            await call.hold(message.on)
+            on = message.on
+            self._queue(call.id).put(lambda: call.hold(on))
         elif isinstance(message, protocol.Transfer):
             try:
                 target = self.gateway.transfer_target(message.to, call)
             except ValueError as exc:
                 raise ProtocolError("bad-number", str(exc), message.id) from None
-            await call.transfer(message.to, target)
+            to = message.to
+            self._queue(call.id).put(lambda: call.transfer(to, target))
 
     async def _hello(self, message: protocol.Hello) -> None:
         user = await self.gateway.authenticate(message.user, message.token, self.peer)
@@ -177,6 +205,9 @@ class Session:
     async def end_calls(self, reason: str) -> None:
         """End the calls this page owns (BYE or CANCEL), leave those only ringing here, then
         let the page read why before anything closes."""
+        for queue in self._queues.values():
+            queue.abandon()
+        self._queues.clear()
         owned = [c for cid, c in self.calls.items() if cid in self._owned]
         for call_id, call in list(self.calls.items()):
             if call_id not in self._owned:

@@ -54,6 +54,8 @@ class Dialog:
     contact: Address
     state: DialogState = DialogState.CONFIRMED
     history: list[DialogState] = field(default_factory=list)
+    # We sent the dialog's first INVITE, so the Call-ID is ours (the 491 wait, section 14.1).
+    owns_call_id: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -78,6 +80,7 @@ class Dialog:
             origin=origin,
             contact=request.contact[0] if request.contact else request.from_address,
             state=DialogState.CONFIRMED if response.code >= 200 else DialogState.EARLY,
+            owns_call_id=True,
         )
 
     @classmethod

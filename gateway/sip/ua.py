@@ -8,7 +8,7 @@ ringing, and routes in-dialog requests to whoever owns the dialog.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +21,7 @@ from sipmessage import URI, Address, Request, Response
 from gateway.sip import message as sipmsg
 from gateway.sip.auth import AuthError, Credentials, DigestClient
 from gateway.sip.dialog import Dialog, DialogState, peer_for_uri
+from gateway.sip.indialog import InDialogRequests, cancel_for
 from gateway.sip.transaction import (
     ServerTransaction,
     Timers,
@@ -28,6 +29,7 @@ from gateway.sip.transaction import (
     TransactionTimeout,
 )
 from gateway.sip.transport import Peer, SipTransport, TlsSettings, TransportKind
+from gateway.sip.uas2xx import send_2xx_until_ack
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ class OutgoingInvite:
         self._cancel_requested = False
         self._cancel_sent = False
         self._dialog: Dialog | None = None
+        # Dialogs made by 2xx from other forks (their To tags), ACKed and ended with BYE.
+        self._forks: dict[str, Dialog] = {}
         # When the first INVITE went to the transport (the gateway's share of set-up ends).
         self.first_sent_at: float | None = None
 
@@ -232,11 +236,28 @@ class OutgoingInvite:
             # the call (its peer connection, its page session) alive that long as well.
             # (A 3xx or 401/407 is followed by a new INVITE whose 180 the call still wants.)
             self.on_provisional = None
-            if self._dialog is None:
-                self._dialog = Dialog.from_uac(request, response, self.peer)
-                self._dialog.set_state(DialogState.CONFIRMED)
-            # Every 2xx, first or retransmitted, is ACKed (section 13.2.2.4).
-            self.ua.tl.send_ack(self._dialog.ack(request.cseq.sequence), self._dialog.next_hop())
+            dialog = self._dialog_for(request, response)
+            # Every 2xx, first or retransmitted, is ACKed in its own dialog (13.2.2.4).
+            self.ua.tl.send_ack(dialog.ack(request.cseq.sequence), dialog.next_hop())
+
+    def _dialog_for(self, request: Request, response: Response) -> Dialog:
+        """Section 13.2.2.4: each 2xx's To tag makes a dialog of its own. The first is the
+        call; one from another fork of a forking proxy is ACKed, then ended with BYE."""
+        if self._dialog is None:
+            self._dialog = Dialog.from_uac(request, response, self.peer)
+            self._dialog.set_state(DialogState.CONFIRMED)
+            return self._dialog
+        tag = sipmsg.tag_of(response.to_address) or ""
+        if tag == self._dialog.remote_tag:
+            return self._dialog
+        fork = self._forks.get(tag)
+        if fork is None:
+            fork = Dialog.from_uac(request, response, self.peer)
+            self._forks[tag] = fork
+            log.info("INVITE %s: 2xx from a second fork (tag %s): ACK and BYE", self.call_id, tag)
+            # BYE after the ACK below has gone: the UA's task runs on a later loop turn.
+            self.ua.spawn(self.ua.bye(fork))
+        return fork
 
     def cancel(self) -> None:
         """Section 9.1: CANCEL only after a provisional response has arrived."""
@@ -256,17 +277,7 @@ class OutgoingInvite:
         if request is None or self._cancel_sent:
             return
         self._cancel_sent = True
-        cancel = Request(method="CANCEL", uri=request.uri)
-        cancel.headers.set("Via", request.headers.getlist("Via")[0])
-        cancel.headers.set("Max-Forwards", "70")
-        cancel.headers.set("From", request.headers["From"])
-        cancel.headers.set("To", request.headers["To"])
-        cancel.headers.set("Call-ID", request.call_id)
-        cancel.headers.set("CSeq", f"{request.cseq.sequence} CANCEL")
-        routes = request.headers.getlist("Route")
-        if routes:
-            cancel.headers.setlist("Route", list(routes))
-        tx = self.ua.tl.send_request(cancel, self.peer)
+        tx = self.ua.tl.send_request(cancel_for(request), self.peer)
         # Nobody waits for the CANCEL's own answer: the INVITE's 487 is what matters.
         tx.final.add_done_callback(lambda f: f.cancelled() or f.exception())
 
@@ -315,27 +326,12 @@ class IncomingInvite:
             response.headers.set(name, value)
         self.ua.register_dialog(self.dialog, owner)
         self.dialog.set_state(DialogState.CONFIRMED)
-        self.tx.respond(response)
-        acked = self.ua.wait_ack(self.dialog)
-        timers = self.ua.tl.timers
-        interval = timers.t1
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timers.timeout
-        try:
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    self.ack = await asyncio.wait_for(asyncio.shield(acked), interval)
-                    return self.dialog
-                if loop.time() >= deadline:
-                    break
-                if self.peer.transport is TransportKind.UDP:
-                    self.ua.transport.send(response, self.peer)
-                interval = min(interval * 2, timers.t2)
-        finally:
-            acked.cancel()
-        # Section 13.3.1.4: no ACK, so the dialog is confirmed and then ended with BYE.
-        await self.ua.bye(self.dialog)
-        raise TransactionTimeout("no ACK for 2xx")
+        self.ack = await self.ua.answer_invite(self.dialog, self.tx, response)
+        if self.ack is None:
+            # Section 13.3.1.4: no ACK, so the dialog is confirmed and then ended with BYE.
+            await self.ua.bye(self.dialog)
+            raise TransactionTimeout("no ACK for 2xx")
+        return self.dialog
 
     def _response(self, code: int, sdp: bytes | None, phrase: str | None = None) -> Response:
         response = sipmsg.make_response(self.request, code, phrase, to_tag=self.tx.to_tag)
@@ -353,7 +349,7 @@ class IncomingInvite:
 # --- the user agent ---------------------------------------------------------------
 
 
-class UserAgent:
+class UserAgent(InDialogRequests):
     def __init__(
         self,
         host: str,
@@ -365,6 +361,7 @@ class UserAgent:
         advertised_host: str | None = None,
         tls: TlsSettings | None = None,
     ) -> None:
+        super().__init__()
         self.transport = SipTransport(host, port, kinds=kinds, tls=tls)
         if advertised_host:
             self.transport.advertised_host = advertised_host
@@ -375,7 +372,8 @@ class UserAgent:
         self.on_invite: Callable[[IncomingInvite], None] | None = None
         self._dialogs: dict[tuple[str, str], DialogOwner] = {}
         self._dialog_objects: dict[tuple[str, str], Dialog] = {}
-        self._ack_waiters: dict[tuple[str, str], asyncio.Future[Request]] = {}
+        # 2xx to INVITEs awaiting their ACK, by dialog and CSeq number.
+        self._ack_waiters: dict[tuple[str, str, int], asyncio.Future[Request]] = {}
         self._incoming: dict[str, IncomingInvite] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -409,42 +407,25 @@ class UserAgent:
     def unregister_dialog(self, dialog: Dialog) -> None:
         self._dialogs.pop(dialog.key, None)
         self._dialog_objects.pop(dialog.key, None)
-        waiter = self._ack_waiters.pop(dialog.key, None)
-        if waiter is not None:
-            waiter.cancel()
+        for key in [k for k in self._ack_waiters if k[:2] == dialog.key]:
+            self._ack_waiters.pop(key).cancel()
 
-    def wait_ack(self, dialog: Dialog) -> asyncio.Future[Request]:
-        future: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
-        self._ack_waiters[dialog.key] = future
-        return future
+    async def answer_invite(
+        self, dialog: Dialog, tx: ServerTransaction, response: Response
+    ) -> Request | None:
+        """Send a 2xx to an INVITE or re-INVITE of `dialog` until its ACK (uas2xx.py):
+        the ACK, or None after 64*T1 without one. The caller ends the dialog then."""
+        key = (*dialog.key, response.cseq.sequence)
+        acked: asyncio.Future[Request] = asyncio.get_running_loop().create_future()
+        self._ack_waiters[key] = acked
+        try:
+            return await send_2xx_until_ack(tx, response, acked)
+        finally:
+            if self._ack_waiters.get(key) is acked:
+                del self._ack_waiters[key]
 
     def invite(self, **kwargs: object) -> OutgoingInvite:
         return OutgoingInvite(self, **kwargs)  # type: ignore[arg-type]
-
-    async def bye(self, dialog: Dialog) -> int | None:
-        """End a dialog; returns the BYE's final status, or None on time-out."""
-        if dialog.state is DialogState.TERMINATED:
-            return None
-        dialog.set_state(DialogState.TERMINATED)
-        self.unregister_dialog(dialog)
-        request = dialog.new_request("BYE")
-        request.headers.set("User-Agent", self.user_agent)
-        tx = self.tl.send_request(request, dialog.next_hop())
-        try:
-            response = await tx.final
-        except TransactionTimeout:
-            return None
-        return response.code
-
-    async def request_in_dialog(
-        self, dialog: Dialog, method: str, body: bytes = b"", content_type: str | None = None
-    ) -> Response | None:
-        request = dialog.new_request(method, body=body, content_type=content_type)
-        tx = self.tl.send_request(request, dialog.next_hop())
-        try:
-            return await tx.final
-        except TransactionTimeout:
-            return None
 
     # --- requests from the network ----------------------------------------------
 
@@ -509,7 +490,7 @@ class UserAgent:
         owner = self._dialogs.get(key)
         dialog = self._dialog_objects.get(key)
         if request.method == "ACK":
-            waiter = self._ack_waiters.pop(key, None)
+            waiter = self._ack_waiters.pop((*key, request.cseq.sequence), None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(request)
             elif owner is not None and dialog is not None:
@@ -529,6 +510,9 @@ class UserAgent:
             self.unregister_dialog(dialog)
             owner.on_bye(dialog)
             return
+        if request.method == "INVITE" and self.reinvite_pending(dialog):
+            tx.respond_code(491)  # glare: both sides re-INVITE at once (section 14.2)
+            return
         owner.on_in_dialog_request(dialog, request, tx)
 
     def _on_stray_response(self, response: Response, peer: Peer) -> None:
@@ -537,5 +521,15 @@ class UserAgent:
             return
         key = (response.call_id, sipmsg.tag_of(response.from_address) or "")
         dialog = self._dialog_objects.get(key)
-        if dialog is not None:
-            self.tl.send_ack(dialog.ack(response.cseq.sequence), dialog.next_hop())
+        if dialog is None:
+            return
+        tag = sipmsg.tag_of(response.to_address) or ""
+        if tag != dialog.remote_tag:  # another fork's 2xx: ACK it with its own To tag
+            contacts = response.contact
+            dialog = dataclasses.replace(
+                dialog,
+                remote_tag=tag,
+                remote_address=response.to_address,
+                remote_target=contacts[0].uri if contacts else dialog.remote_target,
+            )
+        self.tl.send_ack(dialog.ack(response.cseq.sequence), dialog.next_hop())
