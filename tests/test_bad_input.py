@@ -92,7 +92,7 @@ async def test_malformed_sip_is_answered_or_dropped(
         sock.sendto(GOOD_OPTIONS.format(port=port, branch=name).encode(), sip)
         reply = await _recv(sock, 2)
         assert reply is not None and reply.startswith(b"SIP/2.0 200 OK"), reply
-    assert demo_gateway.gateway.ua.transport.dropped >= 1
+    assert demo_gateway.gateway.ua.transport.bad_messages >= 1
 
 
 async def test_malformed_sip_over_tcp_closes_only_that_connection(
