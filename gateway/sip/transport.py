@@ -404,7 +404,10 @@ class SipTransport:
             # OSError: a reset, or (TLS) a bad record or an unclean close from the peer.
             log.debug("%s %s closed: %s", peer.transport.value, peer, exc)
         except _FramingError as exc:
-            log.warning("closing %s connection with %s: %s", peer.transport.value, peer, exc)
+            self.bad_messages += 1
+            _bad_input_log.warning(
+                "closing %s connection with %s: %s", peer.transport.value, peer, exc
+            )
         finally:
             key = _key(peer)
             if self._streams.get(key) is writer:
