@@ -226,8 +226,8 @@ def _rss() -> int:
 
 
 _STATUS = re.compile(rb"SIP/2\.0 (\d{3}) ")
-_CALL_ID = re.compile(rb"\r\nCall-ID: ([^\r]*)\r\n")
-_VIA = re.compile(rb"\r\nVia: ([^\r,]*)")
+_CALL_ID = re.compile(rb"\r\nCall-ID: (.*?)\r\n", re.S)
+_VIA = re.compile(rb"\r\nVia: (.*?)(?:,|\r\n)", re.S)
 _BRANCH = re.compile(rb";\s*branch\s*=\s*([^;,\s]+)", re.IGNORECASE)
 
 
