@@ -394,8 +394,8 @@ m:"Quoted string \\"\\"" <sip:jdrosen@example.com> ; newparam =
     assert len(message.body) == 150
 
 
-# name: (message, reason fragment, whether a 400 can be sent back)
-INVALID: dict[str, tuple[str, str, bool]] = {
+# name: (message, reason fragment, the status answered, or None when it is dropped)
+INVALID: dict[str, tuple[str, str, int | None]] = {
     # 3.1.2.2: Content-Length larger than the message.
     "clerr": (
         """INVITE sip:user@example.com SIP/2.0
@@ -412,7 +412,7 @@ Content-Length: 9999
 """
         + SDP,
         "body shorter than Content-Length",
-        True,
+        400,
     ),
     # 3.1.2.3: negative Content-Length.
     "ncl": (
@@ -430,7 +430,7 @@ Content-Length: -999
 """
         + SDP,
         "bad Content-Length",
-        True,
+        400,
     ),
     # 3.1.2.4: CSeq number above 2**32 - 1 in a request: 400.
     "scalar02": (
@@ -447,7 +447,7 @@ l: 0
 
 """,
         "CSeq number too large",
-        True,
+        400,
     ),
     # 3.1.2.5: the same in a response: dropped.
     "scalarlg": (
@@ -462,7 +462,7 @@ Content-Length: 0
 
 """,
         "CSeq number too large",
-        False,
+        None,
     ),
     # 3.1.2.6: unterminated quoted string in the To display name.
     "quotbal": (
@@ -479,8 +479,8 @@ Content-Length: 150
 
 """
         + SDP,
-        "not valid",
-        False,
+        "bad To header",
+        400,
     ),
     # 3.1.2.7: <> around the Request-URI.
     "ltgtruri": (
@@ -496,7 +496,23 @@ Content-Length: 0
 
 """,
         "unparseable",
-        False,
+        400,
+    ),
+    # 3.1.2.8: LWS inside the Request-URI.
+    "lwsruri": (
+        """INVITE sip:user@example.com; lr SIP/2.0
+To: sip:user@example.com;tag=3xfe-9921883-z9f
+From: sip:caller@example.net;tag=231413434
+Max-Forwards: 5
+Call-ID: lwsruri.asdfasdoeoi2323-asdfwrn23-asd834rk423
+CSeq: 2130706432 INVITE
+Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKkdjuw2395
+Contact: <sip:caller@host1.example.net>
+Content-Length: 0
+
+""",
+        "malformed Request-Line",
+        400,
     ),
     # 3.1.2.9: several SP between the Request-Line elements.
     "lwsstart": (
@@ -511,8 +527,8 @@ Contact: <sip:caller@host1.example.net>
 Content-Length: 0
 
 """,
-        "neither request nor response",
-        False,
+        "malformed Request-Line: extra whitespace",
+        400,
     ),
     # 3.1.2.10: trailing SP after the SIP version.
     "trws": (
@@ -527,8 +543,72 @@ Max-Forwards: 70
 Content-Length: 0
 
 """,
-        "neither request nor response",
-        False,
+        "malformed Request-Line: extra whitespace",
+        400,
+    ),
+    # 3.1.2.11: escaped headers in the Request-URI.
+    "escruri": (
+        """INVITE sip:user@example.com?Route=%3Csip:example.com%3E SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.net;tag=341518
+Max-Forwards: 7
+Contact: <sip:caller@host39923.example.net>
+Call-ID: escruri.23940-asdfhj-aje3br-234q098w-fawerh2q-h4n5
+CSeq: 149209342 INVITE
+Via: SIP/2.0/UDP host-of-the-hour.example.com;branch=z9hG4bKkdjuw
+Content-Length: 0
+
+""",
+        "unparseable message: URI is not valid",
+        400,
+    ),
+    # 3.1.2.13: a Contact URI with headers not enclosed in <>.
+    "regbadct": (
+        """REGISTER sip:example.com SIP/2.0
+To: sip:user@example.com
+From: sip:user@example.com;tag=998332
+Max-Forwards: 70
+Call-ID: regbadct.k345asrl3fdbv@10.0.0.1
+CSeq: 1 REGISTER
+Via: SIP/2.0/UDP 135.180.130.133:5060;branch=z9hG4bKkdjuw
+Contact: sip:user@example.com?Route=%3Csip:sip.example.com%3E
+l: 0
+
+""",
+        "bad Contact header",
+        400,
+    ),
+    # 3.1.2.14: spaces inside the <> of an addr-spec.
+    "badaspec": (
+        """OPTIONS sip:user@example.org SIP/2.0
+Via: SIP/2.0/UDP host4.example.com:5060;branch=z9hG4bKkdju43234
+Max-Forwards: 70
+From: "Bell, Alexander" <sip:a.g.bell@example.com>;tag=433423
+To: "Watson, Thomas" < sip:t.watson@example.org >
+Call-ID: badaspec.sdf0234n2nds0a099u23h3hnnw009cdkne3
+Accept: application/sdp
+CSeq: 3923239 OPTIONS
+l: 0
+
+""",
+        "bad To header",
+        400,
+    ),
+    # 3.1.2.15: non-token characters in an unquoted display name.
+    "baddn": (
+        """OPTIONS sip:t.watson@example.org SIP/2.0
+Via:     SIP/2.0/UDP c.example.com:5060;branch=z9hG4bKkdjuw
+Max-Forwards:      70
+From:    Bell, Alexander <sip:a.g.bell@example.com>;tag=43
+To:      Watson, Thomas <sip:t.watson@example.org>
+Call-ID: baddn.31415@c.example.com
+Accept: application/sdp
+CSeq:    3923239 OPTIONS
+l: 0
+
+""",
+        "bad From header",
+        400,
     ),
     # 3.1.2.16: unknown protocol version.
     "badvers": (
@@ -542,8 +622,8 @@ CSeq:    1 OPTIONS
 l: 0
 
 """,
-        "neither request nor response",
-        False,
+        "SIP version SIP/7.0 not supported",
+        505,
     ),
     # 3.1.2.17: CSeq method does not match the request method.
     "mismatch01": (
@@ -558,7 +638,23 @@ l: 0
 
 """,
         "CSeq method does not match",
-        True,
+        400,
+    ),
+    # 3.1.2.18: an unknown method whose CSeq names another.
+    "mismatch02": (
+        """NEWMETHOD sip:user@example.com SIP/2.0
+To: sip:j.user@example.com
+From: sip:caller@example.net;tag=34525
+Max-Forwards: 6
+Call-ID: mismatch02.dj0234sxdfl3
+CSeq: 8 INVITE
+Contact: <sip:caller@host.example.net>
+Via: SIP/2.0/UDP host.example.net;branch=z9hG4bKkdjuw
+l: 0
+
+""",
+        "CSeq method does not match",
+        400,
     ),
     # 3.1.2.19: a status code past 699: dropped.
     "bigcode": (
@@ -573,7 +669,7 @@ Content-Length: 0
 
 """,
         "status code 4294967301 out of range",
-        False,
+        None,
     ),
     # 3.3.1: Call-ID, From and To missing: no response can be built.
     "insuf": (
@@ -586,7 +682,53 @@ l: 150
 """
         + SDP,
         "missing From",
-        False,
+        None,
+    ),
+    # 3.3.2: a Request-URI with a scheme nobody knows: 416.
+    "unkscm": (
+        """OPTIONS nobodyKnowsThisScheme:totallyopaquecontent SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.net;tag=384
+Max-Forwards: 3
+Call-ID: unkscm.nasdfasser0q239nwsdfasdkl34
+CSeq: 3923423 OPTIONS
+Via: SIP/2.0/TCP host9.example.com;branch=z9hG4bKkdjuw39234
+Content-Length: 0
+
+""",
+        "URI scheme nobodyKnowsThisSchem not supported",
+        416,
+    ),
+    # 3.3.3: a Request-URI with a scheme we do not serve: 416.
+    "novelsc": (
+        """OPTIONS soap.beep://192.0.2.103:3002 SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.net;tag=384
+Max-Forwards: 3
+Call-ID: novelsc.asdfasser0q239nwsdfasdkl34
+CSeq: 3923423 OPTIONS
+Via: SIP/2.0/TCP host9.example.com;branch=z9hG4bKkdjuw39234
+Content-Length: 0
+
+""",
+        "URI scheme soap.beep not supported",
+        416,
+    ),
+    # Issue 11: an INVITE whose Contact cannot be a remote target (not from RFC 4475).
+    "badcontact": (
+        """INVITE sip:user@example.com SIP/2.0
+To: sip:user@example.com
+From: sip:caller@example.net;tag=384
+Max-Forwards: 70
+Call-ID: badcontact.1
+CSeq: 1 INVITE
+Contact: <sip:@@>
+Via: SIP/2.0/UDP host9.example.com;branch=z9hG4bKbadcontact
+Content-Length: 0
+
+""",
+        "bad Contact header",
+        400,
     ),
     # 3.3.9: two Call-ID, CSeq, From and To values.
     "multi01": (
@@ -611,7 +753,7 @@ Max-Forwards: 5
         + SDP
         + "XXXX",
         "more than one",
-        True,
+        400,
     ),
     # 3.1.2.x mcl01: two Content-Length values.
     "mcl01": (
@@ -629,28 +771,32 @@ Content-Type: text/plain
 There's no way to know how many octets are supposed to be here.
 """,
         "more than one Content-Length",
-        True,
+        400,
     ),
 }
 
 
 @pytest.mark.parametrize("name", sorted(INVALID))
 def test_rfc4475_invalid_messages_are_rejected(name: str) -> None:
-    text, reason, answerable = INVALID[name]
+    text, reason, status = INVALID[name]
     with pytest.raises(SipParseError) as info:
         sipmsg.parse(crlf(text))
     assert reason in info.value.reason
     assert str(info.value) == info.value.reason
-    if not answerable:
+    # Our own error, chained to nothing a library raised (which could hold the datagram).
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    if status is None:
         assert info.value.request is None
         return
     request = info.value.request
     assert request is not None
+    assert info.value.status == status
     # The transport answers with exactly this: it must be buildable, and it echoes the
     # request's Via, Call-ID and CSeq verbatim (so scalar02's big CSeq goes back as it came).
-    bad = sipmsg.make_response(request, 400, f"Bad Request ({info.value.reason})")
+    phrase = f"{sipmsg.reason_phrase(status)} ({info.value.reason})"
+    bad = sipmsg.make_response(request, status, phrase)
     data = sipmsg.serialize(bad)
-    assert data.startswith(b"SIP/2.0 400 Bad Request (")
+    assert data.startswith(f"SIP/2.0 {status} {phrase}\r\n".encode())
     assert bad.headers.getlist("Via") == request.headers.getlist("Via")
     assert f"Call-ID: {request.headers['Call-ID']}\r\n".encode() in data
     assert f"CSeq: {request.headers['CSeq']}\r\n".encode() in data

@@ -11,7 +11,11 @@ import re
 import secrets
 from dataclasses import dataclass
 
+import sipmessage.address
+import sipmessage.mediatype
+import sipmessage.via
 from sipmessage import URI, Address, CSeq, Headers, Message, Request, Response, Via
+from sipmessage.message import COMPACT_FORMS
 
 # RFC 3261 section 8.1.1.7: the branch of every transaction we create starts with this cookie.
 MAGIC_COOKIE = "z9hG4bK"
@@ -41,6 +45,7 @@ REASON_PHRASES = {
     407: "Proxy Authentication Required",
     408: "Request Timeout",
     415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     486: "Busy Here",
@@ -49,19 +54,77 @@ REASON_PHRASES = {
     500: "Server Internal Error",
     501: "Not Implemented",
     503: "Service Unavailable",
+    505: "Version Not Supported",
     603: "Decline",
 }
 
 
 class SipParseError(ValueError):
-    """A datagram or stream segment is not a usable SIP message; `reason` goes into a 400."""
+    """A datagram or stream segment is not a usable SIP message; `reason` goes into the
+    answer's reason phrase (`status`: 400, or 505 for another SIP version, 416 for a
+    Request-URI scheme we do not serve)."""
 
-    def __init__(self, reason: str, request: Request | None = None) -> None:
+    def __init__(self, reason: str, request: Request | None = None, status: int = 400) -> None:
         super().__init__(reason)
         self.reason = reason
-        # Set when the start line and the headers needed to answer (Via, From, To, Call-ID,
-        # CSeq) were readable, so the transport can still send a 400 back.
+        # Set when the request line and the headers needed to answer (Via, From, To,
+        # Call-ID, CSeq) were readable, so the transport can still send an answer back.
         self.request = request
+        self.status = status
+
+
+class _AddressError(ValueError):
+    def __init__(self) -> None:
+        super().__init__("Address is not valid")
+
+
+class _ViaError(ValueError):
+    def __init__(self) -> None:
+        super().__init__("Via is not valid")
+
+
+class _MediaTypeError(ValueError):
+    def __init__(self) -> None:
+        super().__init__("MediaType is not valid")
+
+
+def _unshare_library_errors() -> None:
+    """sipmessage raises one module-level ValueError object per grammar (Address, Via,
+    MediaType). Each raise of the same object adds the raising frames, which hold the peer's
+    datagram, to that object's __traceback__: every bad message would stay in memory for
+    good, and every logged traceback would be longer than the last. sipmessage looks these
+    names up when it raises (`raise ADDRESS_EXCEPTION`, `raise parser_exc`), so a class in
+    their place makes each raise a fresh instance that dies with its handler.
+    """
+    setattr(sipmessage.address, "ADDRESS_EXCEPTION", _AddressError)  # noqa: B010
+    setattr(sipmessage.via, "VIA_EXCEPTION", _ViaError)  # noqa: B010
+    setattr(sipmessage.mediatype, "MEDIATYPE_EXCEPTION", _MediaTypeError)  # noqa: B010
+
+
+_unshare_library_errors()
+
+
+def cut_loose(exc: BaseException) -> str:
+    """The text of a library exception, after detaching it from the frames that raised it.
+
+    Whatever the library raises (a shared object, or one whose context holds an earlier
+    exception) must not outlive the message: callers keep only this text, and raise their
+    own error outside the except block so it does not chain to this one.
+    """
+    text = str(exc) or type(exc).__name__
+    exc.__traceback__ = None
+    exc.__context__ = None
+    exc.__cause__ = None
+    return text
+
+
+def parse_address(value: str) -> Address:
+    """One name-addr or addr-spec from a peer (Refer-To, Contact, ...), or SipParseError."""
+    try:
+        return Address.parse(value)
+    except (ValueError, IndexError) as exc:
+        reason = f"bad address: {cut_loose(exc)}"
+    raise SipParseError(reason)
 
 
 def reason_phrase(code: int) -> str:
@@ -81,7 +144,8 @@ def new_call_id(host: str) -> str:
 
 
 def _check_answerable(message: Request | Response) -> None:
-    """Raise ValueError if the headers every transaction relies on are absent or bad."""
+    """Raise ValueError if the headers every transaction relies on are absent or bad:
+    without them no response can be built or routed, so the message is dropped."""
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if message.headers.get(name) is None:
             raise ValueError(f"missing {name} header")
@@ -89,8 +153,26 @@ def _check_answerable(message: Request | Response) -> None:
     Via.parse_many(message.headers.getlist("Via")[0])
     if not message.call_id:
         raise ValueError("empty Call-ID header")
-    message.from_address  # noqa: B018 - parsing is the validation
-    message.to_address  # noqa: B018
+
+
+def _bad_address_header(message: Request | Response) -> str | None:
+    """The first of From, To, Contact and Record-Route that does not parse, if any.
+
+    The layers above read these through sipmessage's lazy properties (`to_address`,
+    `contact`, `record_route`): parsing them here means they never meet a parse error there,
+    and an INVITE whose Contact cannot be a remote target is answered 400, not lost.
+    """
+    for name in ("From", "To", "Contact", "Record-Route"):
+        for value in message.headers.getlist(name):
+            try:
+                if name in ("From", "To"):
+                    Address.parse(value)
+                elif value != "*":  # Contact: * is a REGISTER's (section 10.2.2)
+                    Address.parse_many(value)
+            except (ValueError, IndexError) as exc:
+                cut_loose(exc)
+                return name
+    return None
 
 
 def _normalise_head(head: bytes) -> bytes:
@@ -108,7 +190,21 @@ def _normalise_head(head: bytes) -> bytes:
 
 
 def parse(data: bytes) -> Request | Response:
-    """Parse one complete SIP message, raising SipParseError with a reason fit for a 400."""
+    """Parse one complete SIP message, raising SipParseError with a reason fit for a 400.
+
+    Nothing else escapes: whatever a library raises on peer input is cut loose from its
+    frames and replaced by a SipParseError that does not chain to it.
+    """
+    try:
+        return _parse(data)
+    except SipParseError:
+        raise
+    except Exception as exc:  # peer input must never escape as a crash
+        reason = f"unparseable message ({type(exc).__name__}: {cut_loose(exc)})"
+    raise SipParseError(reason[:200])
+
+
+def _parse(data: bytes) -> Request | Response:
     if len(data) > MAX_MESSAGE_SIZE:
         raise SipParseError("message too large")
     head, sep, body = data.partition(b"\r\n\r\n")
@@ -120,26 +216,44 @@ def parse(data: bytes) -> Request | Response:
         raise SipParseError("header block too large")
     if head.count(b"\r\n") > MAX_HEADER_LINES:
         raise SipParseError("too many header lines")
+    head = _normalise_head(head)
     try:
-        message = Message.parse(_normalise_head(head) + sep + body)
+        message = Message.parse(head + sep + body)
     except (ValueError, UnicodeDecodeError, IndexError) as exc:
-        raise SipParseError(f"unparseable message: {exc}") from None
+        reason = f"unparseable message: {cut_loose(exc)}"
+    else:
+        return _validate(message)
+    raise _unparsed_request_error(head, reason)
+
+
+def _validate(message: Request | Response) -> Request | Response:
     if isinstance(message, Response) and not 100 <= message.code <= 699:
         # RFC 4475 section 3.1.2.19: a status code outside 100-699 is dropped.
         raise SipParseError(f"status code {message.code} out of range")
     try:
         _check_answerable(message)
     except (ValueError, KeyError) as exc:
-        raise SipParseError(str(exc) or "bad header") from None
+        reason = cut_loose(exc) or "bad header"
+    else:
+        reason = ""
+    if reason:
+        raise SipParseError(reason)
+    answerable = _answerable_or_none(message)
     for name in _SINGLE_HEADERS:
         if len(message.headers.getlist(name)) > 1:
-            raise SipParseError(f"more than one {name} header", _answerable_or_none(message))
+            raise SipParseError(f"more than one {name} header", answerable)
+    bad = _bad_address_header(message)
+    if bad is not None:
+        raise SipParseError(f"bad {bad} header", answerable)
     try:
         cseq = message.cseq
-    except (ValueError, KeyError):
-        raise SipParseError("bad CSeq header", _answerable_or_none(message)) from None
+    except (ValueError, KeyError) as exc:
+        cut_loose(exc)
+        cseq = None
+    if cseq is None:
+        raise SipParseError("bad CSeq header", answerable)
     if cseq.sequence > MAX_CSEQ:
-        raise SipParseError("CSeq number too large", _answerable_or_none(message))
+        raise SipParseError("CSeq number too large", answerable)
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method", message)
     length = message.headers.get("Content-Length")
@@ -149,12 +263,83 @@ def parse(data: bytes) -> Request | Response:
         except ValueError:
             declared = -1
         if declared < 0:
-            raise SipParseError("bad Content-Length header", _answerable_or_none(message))
+            raise SipParseError("bad Content-Length header", answerable)
         if declared > len(message.body):
-            raise SipParseError("body shorter than Content-Length", _answerable_or_none(message))
+            raise SipParseError("body shorter than Content-Length", answerable)
         # RFC 3261 section 18.3: bytes past Content-Length are discarded.
         message.body = message.body[:declared]
     return message
+
+
+# RFC 3261 section 25.1: Method = token; SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT.
+_METHOD = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
+_SIP_VERSION = re.compile(r"SIP/\d+\.\d+")
+# RFC 3986 section 3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+_URI_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+# Schemes we route (sipmessage parses these); others get 416 (RFC 3261 section 8.2.2.1).
+_SCHEMES = ("sip", "sips", "tel")
+# Stands in for a Request-URI we could not read, in a request kept only to answer it.
+_NO_URI = URI(scheme="sip", host="invalid")
+
+
+def _unparsed_request_error(head: bytes, reason: str) -> SipParseError:
+    """A message sipmessage could not read, as an error that still answers it when it is a
+    request whose Via, From, To, Call-ID and CSeq are there to copy into the response: RFC
+    4475 (sections 3.1.2 and 3.3) wants 400 for a malformed Request-Line, 505 for another
+    SIP version and 416 for an unknown Request-URI scheme, not silence."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return SipParseError(reason)
+    start, _, rest = text.partition("\r\n")
+    parts = start.split()
+    if len(parts) < 3 or not _METHOD.fullmatch(parts[0]) or parts[0].startswith("SIP/"):
+        return SipParseError(reason)  # a response, or not SIP at all: nobody to answer
+    method, version, uri = parts[0], parts[-1], " ".join(parts[1:-1])
+    if version != "SIP/2.0":
+        if not _SIP_VERSION.fullmatch(version):
+            return SipParseError(reason)
+        # Another version's Via follows that version's grammar: only its presence counts.
+        request = _stand_in_request(method, rest, check_via=False)
+        if request is None:
+            return SipParseError(reason)
+        return SipParseError(f"SIP version {version[:20]} not supported", request, 505)
+    request = _stand_in_request(method, rest, check_via=True)
+    if request is None:
+        return SipParseError(reason)
+    if start != f"{method} {uri} {version}" or " " in uri:
+        return SipParseError("malformed Request-Line: extra whitespace", request)
+    scheme = _URI_SCHEME.match(uri)
+    if scheme is not None and scheme.group(1).lower() not in _SCHEMES:
+        return SipParseError(f"URI scheme {scheme.group(1)[:20]} not supported", request, 416)
+    return SipParseError(reason, request)
+
+
+def _stand_in_request(method: str, rest: str, *, check_via: bool) -> Request | None:
+    """A Request carrying the headers a response copies, or None when one is missing."""
+    request = Request(method=method, uri=_NO_URI)
+    for line in rest.split("\r\n"):
+        name, colon, value = line.partition(":")
+        if colon:
+            name = name.strip()
+            request.headers.add(COMPACT_FORMS.get(name.lower(), name), value.strip())
+    headers = request.headers
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if not headers.getlist(name):
+            return None
+    for name in _SINGLE_HEADERS:
+        if len(headers.getlist(name)) > 1:
+            return None
+    if not headers["Call-ID"] or method == "ACK":
+        return None
+    if not check_via:
+        return request
+    try:
+        Via.parse_many(headers.getlist("Via")[0])
+    except (ValueError, IndexError) as exc:
+        cut_loose(exc)
+        return None
+    return request
 
 
 def _answerable_or_none(message: Request | Response) -> Request | None:

@@ -493,4 +493,11 @@ class TransactionLayer:
             if tx is not None:
                 tx.respond_code(503)
             return
-        self.on_request(request, peer, tx)
+        try:
+            self.on_request(request, peer, tx)
+        except Exception:
+            # A bug above us must not leave the request unanswered and its transaction
+            # waiting for a final response forever (an INVITE's never times out).
+            if tx is not None and (tx.last_response is None or tx.last_response.code < 200):
+                tx.respond_code(500)
+            raise

@@ -25,8 +25,11 @@ from typing import Any
 from sipmessage import Request, Response
 
 from gateway.sip import message as sipmsg
+from gateway.sip.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
+# One line per bad message, but never a flood of them, and never a traceback.
+_bad_input_log = RateLimitedLog(log)
 
 # RFC 5626 section 3.5.1: a client keep-alive ping on a stream is CRLFCRLF, answered by CRLF.
 _PING = b"\r\n\r\n"
@@ -148,7 +151,8 @@ class SipTransport:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self.tls_port = 0
-        self.dropped = 0
+        # Malformed messages received, answered (400, 416, 505) or dropped.
+        self.bad_messages = 0
 
     @property
     def connections(self) -> list[Peer]:
@@ -337,16 +341,27 @@ class SipTransport:
             log.exception("error handling message from %s", peer)
 
     def _reject(self, exc: sipmsg.SipParseError, peer: Peer) -> None:
-        self.dropped += 1
+        self.bad_messages += 1
         request = exc.request
+        # %r: the reason may quote peer bytes, which must not start a line of their own.
         if request is None or request.method == "ACK":
-            log.warning("dropped malformed message from %s: %s", peer, exc.reason)
+            _bad_input_log.warning("dropped malformed message from %s: %r", peer, exc.reason)
             return
-        log.warning("answered malformed %s from %s with 400: %s", request.method, peer, exc.reason)
+        _bad_input_log.warning(
+            "answered malformed %.32r from %s with %d: %r",
+            request.method,
+            peer,
+            exc.status,
+            exc.reason,
+        )
+        # The reason may carry a library's words about peer bytes: no control characters.
+        reason = "".join(c if c.isprintable() else "?" for c in exc.reason)
+        phrase = f"{sipmsg.reason_phrase(exc.status)} ({reason})"
         try:
-            self.send(sipmsg.make_response(request, 400, f"Bad Request ({exc.reason})"), peer)
+            response = sipmsg.make_response(request, exc.status, phrase, to_tag=sipmsg.new_tag())
+            self.send(response, peer)
         except (ValueError, KeyError):
-            log.warning("could not even answer 400 to %s", peer)
+            _bad_input_log.warning("could not even answer %d to %s", exc.status, peer)
 
     async def _on_tcp_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -389,7 +404,10 @@ class SipTransport:
             # OSError: a reset, or (TLS) a bad record or an unclean close from the peer.
             log.debug("%s %s closed: %s", peer.transport.value, peer, exc)
         except _FramingError as exc:
-            log.warning("closing %s connection with %s: %s", peer.transport.value, peer, exc)
+            self.bad_messages += 1
+            _bad_input_log.warning(
+                "closing %s connection with %s: %s", peer.transport.value, peer, exc
+            )
         finally:
             key = _key(peer)
             if self._streams.get(key) is writer:

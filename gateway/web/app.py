@@ -47,6 +47,8 @@ async def metrics(request: web.Request) -> web.Response:
         f"sipgw_rtp_ports_in_use {health['rtp_ports_in_use']}",
         "# TYPE sipgw_sip_transactions gauge",
         f"sipgw_sip_transactions {health['sip_transactions']}",
+        "# TYPE sipgw_sip_bad_messages_total counter",
+        f"sipgw_sip_bad_messages_total {request.app[GATEWAY].ua.transport.bad_messages}",
         "# TYPE sipgw_setup_ms summary",
     ]
     # The gateway's own share of recent call set-ups (gateway/calls/timing.py).
