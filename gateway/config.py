@@ -16,6 +16,7 @@ from gateway.signin import settings as signin_settings
 from gateway.signin.settings import SignInSettings
 from gateway.sip.auth import Credentials
 from gateway.sip.dialog import peer_for_uri
+from gateway.sip.guard import GuardSettings
 from gateway.sip.transport import Peer, TlsSettings, TransportKind
 
 
@@ -87,6 +88,8 @@ class Config:
     sip_port: int = 5060
     sip_transports: tuple[TransportKind, ...] = (TransportKind.UDP, TransportKind.TCP)
     sip_tls: TlsSettings | None = None
+    # Trusted sources and the per-source rate limit (gateway/sip/guard.py).
+    sip_guard: GuardSettings = field(default_factory=GuardSettings)
     # The address put in Contact, Via and SDP c= when the bind address is not reachable
     # from the SIP peer (behind NAT, or bound to 0.0.0.0).
     public_address: str | None = None
@@ -190,7 +193,8 @@ def parse_trunk(
 _KEYS = {
     "server": {"host", "http_port", "workers"} | signin_settings.SERVER_KEYS,
     "auth": signin_settings.AUTH_KEYS,
-    "sip": {"host", "port", "transports", "public_address", "t1", "tls"},
+    "sip": {"host", "port", "transports", "public_address", "t1", "tls"}
+    | {"trusted", "rate_limit", "rate_burst", "block_seconds"},
     "sip.tls": {"certfile", "keyfile", "cafile", "verify_peer", "server_name"},
     "trunk": {
         "uri",
@@ -358,6 +362,19 @@ def _tls(sip: dict[str, Any]) -> TlsSettings | None:
     )
 
 
+def _guard(sip: dict[str, Any]) -> GuardSettings:
+    d, trusted = GuardSettings(), _string_list("sip", sip, "trusted")
+    try:
+        return GuardSettings(
+            trusted=tuple(trusted) if trusted is not None else None,
+            rate_limit=_typed("sip", sip, "rate_limit", float, d.rate_limit),
+            rate_burst=_typed("sip", sip, "rate_burst", int, d.rate_burst),
+            block_seconds=_typed("sip", sip, "block_seconds", float, d.block_seconds),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def _positive(section: str, table: dict[str, Any], key: str, default: int) -> int:
     value: int = _typed(section, table, key, int, default)
     if value <= 0:
@@ -435,6 +452,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         sip_port=_typed("sip", sip, "port", int, d.sip_port),
         sip_transports=transports,
         sip_tls=tls,
+        sip_guard=_guard(sip),
         public_address=_typed("sip", sip, "public_address", str, d.public_address),
         sip_t1=_typed("sip", sip, "t1", float, d.sip_t1),
         trunk=trunk,

@@ -28,8 +28,9 @@ from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
 from gateway.media import aiortc_seam
 from gateway.media.ports import PortAllocator
-from gateway.security import SecurityEvents
+from gateway.security import SecurityEvent, SecurityEvents
 from gateway.signin.authenticator import Authenticator
+from gateway.sip.guard import GuardEvent, SipGuard
 from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transaction import Timers
 from gateway.sip.transport import Peer, TransportKind
@@ -72,6 +73,10 @@ class Gateway:
         # Refused sign-ins, policy refusals, untrusted INVITEs...: logged and counted.
         self.security = SecurityEvents()
         self.signin = Authenticator(config.signin, config.users, self.security)
+        # Trusted sources and the per-source rate limit, consulted by the SIP stack.
+        self.sip_guard = SipGuard(config.sip_guard, self._guard_event)
+        self.ua.transport.admit = self.sip_guard.admit_datagram
+        self.ua.screen = self.sip_guard.screen
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # One of several workers: pages and calls may sit in different processes.
@@ -86,6 +91,7 @@ class Gateway:
 
     async def start(self) -> None:
         aiortc_seam.configure_ice_addresses(self.config.effective_ice_addresses())
+        await self.sip_guard.start(self.trusted_hosts())
         await self.ua.start()
         if self.demo is not None:
             await self.demo.start()
@@ -102,6 +108,19 @@ class Gateway:
         for account in self.config.all_accounts:
             if account.register and self.registers:
                 await self._register(account)
+
+    def trusted_hosts(self) -> list[str]:
+        """Where the accounts' requests come from: their hosts and outbound proxies."""
+        accounts = self.config.all_accounts
+        proxies = [a.outbound_proxy.host for a in accounts if a.outbound_proxy is not None]
+        return [a.uri.host for a in accounts] + proxies
+
+    def _guard_event(self, event: GuardEvent, src: str, user: str | None, detail: str) -> None:
+        kind = {
+            GuardEvent.UNTRUSTED: SecurityEvent.UNTRUSTED_INVITE,
+            GuardEvent.BLOCKED: SecurityEvent.RATE_LIMITED,
+        }[event]
+        self.security.record(kind, src, user=user, detail=detail)
 
     async def _register(self, account: Trunk) -> None:
         assert account.credentials is not None
@@ -160,6 +179,7 @@ class Gateway:
         if self.demo is not None:
             await self.demo.close()
         await self.ua.close()
+        await self.sip_guard.close()
 
     @property
     def sip_port(self) -> int:

@@ -138,6 +138,9 @@ class SipTransport:
         self._requested_port = port
         self.on_message = on_message
         self.on_connect_error: ConnectErrorHandler | None = None
+        # Consulted before parsing with (source address, bytes): False drops the message
+        # unanswered (the per-source rate limit of gateway/sip/guard.py).
+        self.admit: Callable[[str, bytes], bool] | None = None
         self.kinds = kinds
         self.tls = tls
         self._udp: asyncio.DatagramTransport | None = None
@@ -327,6 +330,8 @@ class SipTransport:
     def _on_bytes(self, data: bytes, peer: Peer) -> None:
         if data.strip(b"\r\n") == b"":
             return  # keep-alive
+        if self.admit is not None and not self.admit(peer.host, data):
+            return
         try:
             message = sipmsg.parse(data)
         except sipmsg.SipParseError as exc:

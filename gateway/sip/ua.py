@@ -370,6 +370,9 @@ class UserAgent(InDialogRequests):
         self.tl.on_stray_response = self._on_stray_response
         self.user_agent = user_agent
         self.on_invite: Callable[[IncomingInvite], None] | None = None
+        # Consulted for each new out-of-dialog request (gateway/sip/guard.py): False means
+        # it refused and answered the request.
+        self.screen: Callable[[Request, Peer, ServerTransaction], bool] | None = None
         self._dialogs: dict[tuple[str, str], DialogOwner] = {}
         self._dialog_objects: dict[tuple[str, str], Dialog] = {}
         # 2xx to INVITEs awaiting their ACK, by dialog and CSeq number.
@@ -436,6 +439,8 @@ class UserAgent(InDialogRequests):
             return
         if tx is None:
             return  # ACK outside any dialog: nothing to do (section 17.2.3)
+        if self.screen is not None and not self.screen(request, peer, tx):
+            return
         if request.method == "INVITE":
             self._on_invite(request, peer, tx)
         elif request.method == "CANCEL":

@@ -56,6 +56,20 @@ async def metrics(request: web.Request) -> web.Response:
         lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.5"}} {stats["p50_ms"]}')
         lines.append(f'sipgw_setup_ms{{interval="{name}",quantile="0.99"}} {stats["p99_ms"]}')
         lines.append(f'sipgw_setup_ms_count{{interval="{name}"}} {stats["count"]}')
+    pike = request.app[GATEWAY].sip_guard.pike
+    lines += [
+        # The per-source SIP rate limit (gateway/sip/guard.py).
+        "# TYPE sipgw_sip_rate_limit_blocks_total counter",
+        f"sipgw_sip_rate_limit_blocks_total {pike.blocks}",
+        "# TYPE sipgw_sip_rate_limit_dropped_total counter",
+        f"sipgw_sip_rate_limit_dropped_total {pike.dropped}",
+        "# TYPE sipgw_sip_rate_limit_blocked gauge",
+        f"sipgw_sip_rate_limit_blocked {pike.blocked}",
+        "# TYPE sipgw_sip_rate_limit_sources gauge",
+        f"sipgw_sip_rate_limit_sources {pike.sources}",
+        "# TYPE sipgw_sip_untrusted_refused_total counter",
+        f"sipgw_sip_untrusted_refused_total {request.app[GATEWAY].sip_guard.refused}",
+    ]
     lines += request.app[GATEWAY].security.metrics_lines()
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
