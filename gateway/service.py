@@ -25,7 +25,7 @@ from gateway.cluster import Cluster, RemoteCall, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
-from gateway.media import aiortc_seam
+from gateway.media import aiortc_seam, sip_leg
 from gateway.media.ports import PortAllocator
 from gateway.security import SecurityEvents
 from gateway.sip.registration import Registration, RegistrationStatus
@@ -353,6 +353,7 @@ class Gateway:
                 "list": [c.describe() for c in calls],
             },
             "rtp_ports_in_use": self.ports.in_use,
+            "rtp_dropped_packets": dict(sip_leg.DROPPED.counts),
             "sip_transactions": self.ua.tl.active,
             "setup_ms": self.setup_times.summary(),
         }
