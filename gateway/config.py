@@ -103,8 +103,13 @@ class Config:
     rtp_timeout: float = 60.0
     # RFC 4028 Min-SE: shorter session intervals asked for by a caller get 422.
     min_session_expires: int = 90
+    # RFC 4028 Session-Expires on our INVITEs (0: none), so a far end ends calls we left.
+    session_expires: int = 1800
     rtp_port_min: int = 20000
     rtp_port_max: int = 30000
+    # Strict RTP: packets from a source the SDP did not name must come this many in a row
+    # (one SSRC, consecutive sequence numbers) before that source is taken as the peer.
+    rtp_probation: int = 4
     ice_addresses: tuple[str, ...] | None = None
     ice_servers: tuple[IceServer, ...] = ()
     # TURN REST API (coturn use-auth-secret): each session gets credentials valid turn_ttl s.
@@ -217,6 +222,7 @@ _KEYS = {
     "media": {
         "rtp_port_min",
         "rtp_port_max",
+        "rtp_probation",
         "ice_addresses",
         "ice_servers",
         "turn_urls",
@@ -224,7 +230,13 @@ _KEYS = {
         "turn_ttl",
         "ice_transport_policy",
     },
-    "calls": {"no_answer_timeout", "ring_timeout", "rtp_timeout", "min_session_expires"},
+    "calls": {
+        "no_answer_timeout",
+        "ring_timeout",
+        "rtp_timeout",
+        "min_session_expires",
+        "session_expires",
+    },
     "demo": {"echo_extension", "tone_extension", "tone_frequency"},
 }
 
@@ -466,8 +478,10 @@ def from_mapping(data: dict[str, Any]) -> Config:
         ring_timeout=_typed("calls", calls, "ring_timeout", float, d.ring_timeout),
         rtp_timeout=_typed("calls", calls, "rtp_timeout", float, d.rtp_timeout),
         min_session_expires=_positive("calls", calls, "min_session_expires", d.min_session_expires),
+        session_expires=_typed("calls", calls, "session_expires", int, d.session_expires),
         rtp_port_min=_typed("media", media, "rtp_port_min", int, d.rtp_port_min),
         rtp_port_max=_typed("media", media, "rtp_port_max", int, d.rtp_port_max),
+        rtp_probation=_positive("media", media, "rtp_probation", d.rtp_probation),
         ice_addresses=tuple(ice_addresses) if ice_addresses is not None else None,
         ice_servers=ice_servers,
         turn_urls=tuple(_string_list("media", media, "turn_urls") or ()),
@@ -514,6 +528,8 @@ def validate(config: Config) -> None:
     for key in ("no_answer_timeout", "ring_timeout", "rtp_timeout"):
         if getattr(config, key) <= 0:
             raise ConfigError(f"calls.{key} must be positive")
+    if config.session_expires and config.session_expires < config.min_session_expires:
+        raise ConfigError("calls.session_expires must be 0 (off) or at least min_session_expires")
     if config.ice_transport_policy not in ("all", "relay"):
         raise ConfigError('media.ice_transport_policy must be "all" or "relay"')
     if bool(config.turn_urls) != bool(config.turn_secret):

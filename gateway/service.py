@@ -26,7 +26,7 @@ from gateway.cluster import Cluster, RemoteCall, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import choose_account, normalise
-from gateway.media import aiortc_seam
+from gateway.media import aiortc_seam, sip_leg
 from gateway.media.ports import PortAllocator
 from gateway.security import SecurityEvent, SecurityEvents
 from gateway.signin.authenticator import Authenticator
@@ -376,6 +376,7 @@ class Gateway:
                 "list": [c.describe() for c in calls],
             },
             "rtp_ports_in_use": self.ports.in_use,
+            "rtp_dropped_packets": dict(sip_leg.DROPPED.counts),
             "sip_transactions": self.ua.tl.active,
             "setup_ms": self.setup_times.summary(),
             # What a leak would grow: a soak (benchmarks/soak.py) watches these stay flat.

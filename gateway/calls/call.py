@@ -162,8 +162,27 @@ class Call:
         if handle is not None:
             handle.cancel()
 
+    async def _ended_during_setup(self) -> bool:
+        """After each await of a set-up: True if `_end` ran meanwhile (CANCEL, hang-up,
+        the page or socket gone, ICE failure). `_end` released what existed when it ran;
+        this releases what set-up made since, so nothing outlives the call."""
+        if not self.ended.done():
+            return False
+        if self._sip_media is not None:
+            self._sip_media.close()
+        if self._bridge is not None:
+            self._bridge.stop()
+        if self._browser is not None:
+            await self._browser.close()
+        return True
+
     async def _open_sip_media(self) -> SipMediaLeg:
-        media = SipMediaLeg(self.config.sip_bind, self.ports, log_prefix=self.prefix)
+        media = SipMediaLeg(
+            self.config.sip_bind,
+            self.ports,
+            log_prefix=self.prefix,
+            probation=self.config.rtp_probation,
+        )
         self._sip_media = media
         await media.open()
         self.media.port = media.port

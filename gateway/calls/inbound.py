@@ -3,6 +3,7 @@ first `accept` wins, and the gateway answers the INVITE with the SIP side of tha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -82,6 +83,9 @@ class InboundCall(Call):
             self.incoming.reject(code, reason)
 
     async def start(self) -> None:
+        # Known to its pages from the start: a page that goes away during set-up leaves it.
+        for session in self.ringing:
+            session.adopt(self)
         if self.session_too_brief(self.incoming.request):
             minimum = str(self.config.min_session_expires)
             self.incoming.reject(422, "Session Interval Too Small", headers=(("Min-SE", minimum),))
@@ -99,8 +103,12 @@ class InboundCall(Call):
         try:
             await self._open_sip_media()
         except (PortsExhausted, OSError):
+            if await self._ended_during_setup():
+                return  # cancelled while the port was being opened
             self._reject(503)
             await self._end(CallEnded(503, "No media port available", "gateway"))
+            return
+        if await self._ended_during_setup():
             return
         # Offer the page the far end's codec first, so the common case is relayed as is.
         names = [c.name for c in self._remote_offer.codecs] if self._remote_offer else []
@@ -110,13 +118,15 @@ class InboundCall(Call):
         try:
             page_offer = await self._browser.offer(names)
         except BrowserMediaError as exc:
+            if await self._ended_during_setup():
+                return  # _end closed the peer connection under the offer
             log.warning("%s%s", self.prefix, exc)
             self._reject(500)
             await self._end(CallEnded(500, "Gateway error", "gateway"))
             return
+        if await self._ended_during_setup():
+            return  # e.g. CANCEL while the peer connection made its offer
         number, name = caller_of(self.incoming)
-        for session in self.ringing:
-            session.adopt(self)
         message: dict[str, Any] = {
             "type": "incoming",
             "id": self.id,
@@ -153,9 +163,13 @@ class InboundCall(Call):
         try:
             browser_codec = await self._browser.accept_answer(page_answer)
         except BrowserMediaError as exc:
+            if await self._ended_during_setup():
+                return
             self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
             self._reject(488)
             await self._end(CallEnded(488, str(exc), "local"))
+            return
+        if await self._ended_during_setup():
             return
         try:
             dialog = await self._answer_sip(browser_codec)
@@ -164,12 +178,28 @@ class InboundCall(Call):
             return
         except sdp.SdpError as exc:
             await self._end(CallEnded(488, f"Unusable SDP in the ACK: {exc}", "remote"))
+            await self._bye_late(self.incoming.dialog)
+            return
+        except asyncio.CancelledError:
+            # close() (shutdown, socket gone) while the 200 waited for its ACK.
+            self.ua.spawn(self.ua.bye(self.incoming.dialog))
+            raise
+        if await self._ended_during_setup():
+            # Ended (page hang-up, CANCEL, socket gone) while the 200 waited for its ACK:
+            # the dialog exists now, and only a BYE ends it at the far end.
+            await self._bye_late(dialog)
             return
         if dialog is None or not self.active:
             return
         self._bridge_media(browser_codec)
         self._connected()
         self.notify({"type": "answer", "id": self.id})
+
+    async def _bye_late(self, dialog: Any) -> None:
+        """A dialog the 200 made after `_end` ran (which then had none to end)."""
+        self._dialog = None
+        if dialog is not None:
+            await self.ua.bye(dialog)  # no-op if _end already ended it
 
     async def _answer_sip(self, browser_codec: sdp.Codec) -> Any:
         incoming = self.incoming
@@ -227,7 +257,7 @@ class InboundCall(Call):
         super().hangup(session)
 
     def leave(self, session: Any) -> None:
-        if session in self.ringing and self.state is CallState.RINGING:
+        if session in self.ringing and self.state in (CallState.NEW, CallState.RINGING):
             self.ringing.remove(session)
             if not self.ringing:
                 self._reject(480)

@@ -76,6 +76,8 @@ class OutboundCall(Call):
         try:
             media = await self._open_sip_media()
         except (PortsExhausted, OSError) as exc:
+            if await self._ended_during_setup():
+                return  # hung up (or the page left) while the port was being opened
             log.warning("%sno RTP port: %s", self.prefix, exc)
             await self._end(CallEnded(503, "No media port available", "gateway"))
             return
@@ -95,6 +97,9 @@ class OutboundCall(Call):
         trunk = self.route.trunk
         from_address = self._from_address()
         headers: list[tuple[str, str]] = [("Supported", "timer")]
+        if self.config.session_expires:
+            # RFC 4028: the far end ends the call if we die; the refresher is its choice.
+            headers.append(("Session-Expires", str(self.config.session_expires)))
         if trunk is not None and trunk.asserted_identity:
             headers.append(
                 ("P-Asserted-Identity", str(Address(uri=from_address.uri, name=from_address.name)))
@@ -143,7 +148,10 @@ class OutboundCall(Call):
         try:
             answer = await self._connect_media(body)
         except (sdp.SdpError, BrowserMediaError) as exc:
-            log.info("%searly media not usable: %s", self.prefix, exc)
+            if not await self._ended_during_setup():
+                log.info("%searly media not usable: %s", self.prefix, exc)
+            return
+        if await self._ended_during_setup():
             return
         if first and self.active and self.state in (CallState.CALLING, CallState.RINGING):
             self._set_state(CallState.EARLY_MEDIA)
@@ -160,6 +168,8 @@ class OutboundCall(Call):
             self._browser = BrowserLeg(self.config.ice_servers, log_prefix=self.prefix)
             self._browser.on_failed = self._on_ice_failed
             self._browser_answer = await self._browser.answer(self.offer, browser_codec)
+            if self.ended.done():
+                return ""  # the caller checks; no bridge for an ended call
             self._bridge_media(browser_codec)
         else:
             self._apply_remote_media()
@@ -180,11 +190,13 @@ class OutboundCall(Call):
         try:
             answer = await self._connect_media(outcome.sdp)
         except (sdp.SdpError, BrowserMediaError) as exc:
+            if await self._ended_during_setup():
+                return
             log.warning("%sunusable answer: %s", self.prefix, exc)
             self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
             await self._end(CallEnded(488, f"Unusable SDP answer: {exc}", "gateway"))
             return
-        if not self.active:
+        if await self._ended_during_setup() or not self.active:
             return
         if outcome.response is not None:
             self._take_session_timer(outcome.response, we_are_uac=True)

@@ -51,6 +51,10 @@ class BrowserLeg:
         self.on_packet: PacketHandler | None = None
         self.on_failed: Callable[[], None] | None = None
         self._prefix = log_prefix
+        self._closed = False
+        # Held by each SDP step: close() waits for the one in flight, since aiortc's close
+        # during ICE gathering leaves the sockets gathered after it open for good.
+        self._step = asyncio.Lock()
         self._pc.on("connectionstatechange", self._on_state)
 
     def _on_state(self) -> None:
@@ -62,6 +66,10 @@ class BrowserLeg:
     async def answer(self, browser_offer: str, codec: sdp.Codec) -> str:
         """Answer the offer with `codec` only, so the browser sends what the SIP leg needs."""
         offer = sdp.restrict_offer(browser_offer, codec)
+        async with self._step:
+            return await self._answer(offer, codec)
+
+    async def _answer(self, offer: str, codec: sdp.Codec) -> str:
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
             transceiver = next(t for t in self._pc.getTransceivers() if t.kind == "audio")
@@ -81,6 +89,10 @@ class BrowserLeg:
 
     async def offer(self, codecs: Sequence[str]) -> str:
         """Offer audio with these codecs (names, preferred first) for an inbound call."""
+        async with self._step:
+            return await self._offer(codecs)
+
+    async def _offer(self, codecs: Sequence[str]) -> str:
         try:
             self._track = aiortc_seam.DormantTrack()
             sender = self._pc.addTrack(self._track)
@@ -100,9 +112,12 @@ class BrowserLeg:
         except sdp.SdpError as exc:
             raise BrowserMediaError(f"unusable answer from the page: {exc}") from exc
         try:
-            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            assert self._tap is not None
-            self._tap.install()
+            async with self._step:
+                await self._pc.setRemoteDescription(
+                    RTCSessionDescription(sdp=answer, type="answer")
+                )
+                assert self._tap is not None
+                self._tap.install()
         except Exception as exc:
             raise BrowserMediaError(f"cannot apply the page's answer: {exc}") from exc
         self.codec = chosen
@@ -120,11 +135,24 @@ class BrowserLeg:
             self._first = False
 
     async def close(self) -> None:
+        """Idempotent: a call's set-up and its end may both close the leg."""
+        if self._closed:
+            return
+        self._closed = True
         self.on_packet = None
         if self._tap is not None:
             self._tap.close()
         if self._track is not None:
             self._track.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._pc.close(), 5)
+        try:
+            await asyncio.wait_for(self._step.acquire(), 5)
+            acquired = True
+        except TimeoutError:
+            acquired = False  # a step that hangs must not keep the connection open
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._pc.close(), 5)
+        finally:
+            if acquired:
+                self._step.release()
         aiortc_seam.stop_leftover_ice(self._pc)

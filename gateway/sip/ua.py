@@ -157,6 +157,7 @@ class OutgoingInvite:
         request = self._build()
         attempts = 0
         redirects = 0
+        retried_422 = False
         while True:
             self._request = request
             tx = self.ua.tl.send_request(request, self.peer, self._on_response)
@@ -178,6 +179,12 @@ class OutgoingInvite:
                     continue
                 except AuthError as exc:
                     log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
+            if response.code == 422 and not retried_422 and self._raise_session_expires(response):
+                # RFC 4028 section 7.4: once, with the interval the 422's Min-SE asks for.
+                retried_422 = True
+                self._cseq += 1
+                request = self._build()
+                continue
             target = self._redirect_target(response)
             if target is not None and redirects < self.MAX_REDIRECTS:
                 # Section 8.1.3.4: retry at the Contact, same Call-ID and From tag, new CSeq.
@@ -189,6 +196,22 @@ class OutgoingInvite:
                 continue
             self._set_state(InviteState.FAILED)
             return Failed(response.code, response.phrase)
+
+    def _raise_session_expires(self, response: Response) -> bool:
+        """Take a 422's Min-SE into our Session-Expires and Min-SE; False if it cannot be
+        (no timer asked for, no usable Min-SE, or not larger than what we asked)."""
+        value = (response.headers.get("Min-SE") or "").partition(";")[0].strip()
+        asked = next((v for n, v in self.extra_headers if n.lower() == "session-expires"), None)
+        if not value.isdigit() or asked is None:
+            return False
+        minimum = int(value)
+        if minimum <= int(asked.partition(";")[0].strip() or 0):
+            return False
+        kept = tuple(
+            (n, v) for n, v in self.extra_headers if n.lower() not in ("session-expires", "min-se")
+        )
+        self.extra_headers = (*kept, ("Session-Expires", str(minimum)), ("Min-SE", str(minimum)))
+        return True
 
     def _redirect_target(self, response: Response) -> URI | None:
         if not 300 <= response.code < 400 or self._cancel_requested:

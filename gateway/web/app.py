@@ -45,6 +45,11 @@ async def metrics(request: web.Request) -> web.Response:
         f"sipgw_calls_total {health['calls']['total']}",
         "# TYPE sipgw_rtp_ports_in_use gauge",
         f"sipgw_rtp_ports_in_use {health['rtp_ports_in_use']}",
+        "# TYPE sipgw_rtp_dropped_packets_total counter",
+        *(
+            f'sipgw_rtp_dropped_packets_total{{reason="{reason}"}} {count}'
+            for reason, count in health["rtp_dropped_packets"].items()
+        ),
         "# TYPE sipgw_sip_transactions gauge",
         f"sipgw_sip_transactions {health['sip_transactions']}",
         "# TYPE sipgw_sip_bad_messages_total counter",
