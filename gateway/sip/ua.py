@@ -285,6 +285,7 @@ class OutgoingInvite:
             # the call (its peer connection, its page session) alive that long as well.
             # (A 3xx or 401/407 is followed by a new INVITE whose 180 the call still wants.)
             self.on_provisional = None
+            self.on_redirect = self.on_credentials_withheld = None
             if self._dialog is None:
                 self._dialog = Dialog.from_uac(request, response, self.peer)
                 self._dialog.set_state(DialogState.CONFIRMED)
