@@ -340,8 +340,15 @@ def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) ->
         asserted_identity=_typed(section, table, "asserted_identity", bool, False),
         allow_refer=_typed(section, table, "allow_refer", bool, False),
         policy=_policy(parse_rules, section, table),
-        redirect=_typed(section, table, "redirect", str, "user"),
+        redirect=_choice(section, table, "redirect", ("user", "uri", "none")),
     )
+
+
+def _choice(section: str, table: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value: str = _typed(section, table, key, str, choices[0])
+    if value not in choices:
+        raise ConfigError(f"{section}.{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _policy(parse: Any, *args: Any) -> Any:
@@ -514,9 +521,6 @@ def validate(config: Config) -> None:
             raise ConfigError(
                 f"account {account.name!r} needs {account.peer.transport.lower()} in sip.transports"
             )
-    for account in config.all_accounts:
-        if account.redirect not in ("user", "uri", "none"):
-            raise ConfigError(f'account {account.name!r}: redirect must be "user", "uri" or "none"')
     names = [a.name for a in config.all_accounts]
     if len(set(names)) != len(names):
         raise ConfigError("accounts: names must be unique")
