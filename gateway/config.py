@@ -11,6 +11,15 @@ from typing import Any
 from sipmessage import URI
 
 from gateway.media.browser_leg import IceServer
+from gateway.policy import (
+    RULE_KEYS,
+    SETTING_KEYS,
+    PolicyError,
+    PolicySettings,
+    Rules,
+    parse_rules,
+    parse_settings,
+)
 from gateway.signin import passwords
 from gateway.signin import settings as signin_settings
 from gateway.signin.settings import SignInSettings
@@ -43,6 +52,11 @@ class Trunk:
     asserted_identity: bool = False
     # Whether the far end may transfer our users elsewhere with REFER.
     allow_refer: bool = False
+    # Dialling policy of calls through this account (allow, deny, max_calls).
+    policy: Rules = field(default_factory=Rules)
+    # How a 3xx Contact or Refer-To is followed: "user" (its user part, routed as if
+    # dialled), "uri" (to its host, never with our credentials) or "none".
+    redirect: str = "user"
 
     @property
     def peer(self) -> Peer:
@@ -67,6 +81,8 @@ class User:
     display_name: str | None = None
     # The number presented on outbound calls (From user part).
     caller_id: str | None = None
+    # What this user may dial and how many calls at once (unset caps: [policy]'s).
+    policy: Rules = field(default_factory=Rules)
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,7 @@ class Config:
     accounts: tuple[Trunk, ...] = ()
     users: tuple[User, ...] = ()
     dial_plan: DialPlan = DialPlan()
+    policy: PolicySettings = field(default_factory=PolicySettings)
     # Inbound calls: how long browsers ring before the caller gets 480.
     ring_timeout: float = 30.0
     # A connected call whose SIP-side RTP stops this long (not on hold) is ended with BYE.
@@ -215,9 +232,20 @@ _KEYS = {
         "prefixes",
         "asserted_identity",
         "allow_refer",
+        "redirect",
+        *(RULE_KEYS - {"calls_per_minute"}),
     },
     "accounts": set(),
-    "users": {"name", "password", "password_hash", "extension", "display_name", "caller_id"},
+    "users": {
+        "name",
+        "password",
+        "password_hash",
+        "extension",
+        "display_name",
+        "caller_id",
+        *RULE_KEYS,
+    },
+    "policy": SETTING_KEYS,
     "dialing": {"country_code", "international_prefix", "national_prefix"},
     "media": {
         "rtp_port_min",
@@ -344,7 +372,23 @@ def _trunk_from_table(section: str, table: dict[str, Any], default_name: str) ->
         prefixes=tuple(prefixes),
         asserted_identity=_typed(section, table, "asserted_identity", bool, False),
         allow_refer=_typed(section, table, "allow_refer", bool, False),
+        policy=_policy(parse_rules, section, table),
+        redirect=_choice(section, table, "redirect", ("user", "uri", "none")),
     )
+
+
+def _choice(section: str, table: dict[str, Any], key: str, choices: tuple[str, ...]) -> str:
+    value: str = _typed(section, table, key, str, choices[0])
+    if value not in choices:
+        raise ConfigError(f"{section}.{key} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+def _policy(parse: Any, *args: Any) -> Any:
+    try:
+        return parse(*args)
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _country_code(dialing: dict[str, Any]) -> str | None:
@@ -415,6 +459,7 @@ def _users(data: dict[str, Any]) -> tuple[User, ...]:
                 extension=_typed("users", table, "extension", str, None),
                 display_name=_typed("users", table, "display_name", str, None),
                 caller_id=_typed("users", table, "caller_id", str, None),
+                policy=_policy(parse_rules, f"users.{name}", table),
             )
         )
     names = [u.name for u in users]
@@ -470,6 +515,7 @@ def from_mapping(data: dict[str, Any]) -> Config:
         trunk=trunk,
         accounts=accounts,
         users=_users(data),
+        policy=_policy(parse_settings, _section(data, "policy")),
         dial_plan=DialPlan(
             country_code=_country_code(dialing),
             international_prefix=_typed("dialing", dialing, "international_prefix", str, "00"),

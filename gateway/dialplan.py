@@ -43,3 +43,14 @@ def choose_account(number: str, accounts: Sequence[Trunk]) -> Trunk | None:
         return best[1]
     default = next((a for a in accounts if not a.prefixes), None)
     return default or (accounts[0] if accounts else None)
+
+
+def credential_hosts(account: Trunk) -> frozenset[str]:
+    """The hosts that may challenge us for this account's password: its own host, its
+    outbound proxy, and its realm when that is set (a realm is often the domain)."""
+    hosts = {account.uri.host, account.peer.host}
+    if account.outbound_proxy is not None:
+        hosts.add(account.outbound_proxy.host)
+    if account.credentials is not None and account.credentials.realm:
+        hosts.add(account.credentials.realm)
+    return frozenset(h.strip("[]") for h in hosts)

@@ -25,15 +25,15 @@ from gateway.calls.timing import SetupTimes
 from gateway.cluster import Cluster, RemoteCall, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
-from gateway.dialplan import choose_account, normalise
+from gateway.dialplan import normalise
 from gateway.media import aiortc_seam, sip_leg
 from gateway.media.ports import PortAllocator
+from gateway.routing import Router
 from gateway.security import SecurityEvent, SecurityEvents
 from gateway.signin.authenticator import Authenticator
 from gateway.sip.guard import GuardEvent, SipGuard
 from gateway.sip.registration import Registration, RegistrationStatus
 from gateway.sip.transaction import Timers
-from gateway.sip.transport import Peer, TransportKind
 from gateway.sip.ua import IncomingInvite, UserAgent
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class Gateway:
         self.sip_guard = SipGuard(config.sip_guard, self._guard_event)
         self.ua.transport.admit = self.sip_guard.admit_datagram
         self.ua.screen = self.sip_guard.screen
+        # The dial plan, dialling policy and call caps, for calls, transfers and redirects.
+        self.router = Router(config, self.security, lambda: self.demo.port if self.demo else None)
         self._inbound: set[InboundCall] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # One of several workers: pages and calls may sit in different processes.
@@ -220,10 +222,11 @@ class Gateway:
         if to.startswith(("sip:", "sips:")):
             raise ValueError("dial a number or extension; SIP URIs are not routed")
         number = normalise(to, self.config.dial_plan)
-        self.calls_total += 1
         callee = self.config.user_by_extension(number) if self.config.users else None
+        call: Any
         if callee is not None:
-            return PeerCall(
+            # Browser to browser: no phone network to pay, but it counts toward the caps.
+            call = PeerCall(
                 call_id,
                 caller=session,
                 caller_user=session.user,
@@ -232,39 +235,36 @@ class Gateway:
                 offer=offer,
                 ring_timeout=self.config.ring_timeout,
             )
-        return OutboundCall(
-            call_id,
-            to=number,
-            offer=offer,
-            route=self.route(number),
-            ua=self.ua,
-            config=self.config,
-            ports=self.ports,
-            notify=session.notify,
-            user=session.user,
-            timings=self.setup_times,
-        )
+            self.router.admit(session.user, None, call, session.peer)
+        else:
+            route = self.route(number)
+            self.router.check(session.user, number, route.trunk, session.peer)
+            call = OutboundCall(
+                call_id,
+                to=number,
+                offer=offer,
+                route=route,
+                ua=self.ua,
+                config=self.config,
+                ports=self.ports,
+                notify=session.notify,
+                user=session.user,
+                timings=self.setup_times,
+            )
+            call.redirector = self.router
+            self.router.admit(session.user, route.trunk, call, session.peer)
+        self.calls_total += 1
+        return call
 
     def route(self, number: str) -> Route:
-        trunk = choose_account(number, self.config.all_accounts)
-        if trunk is not None:
-            target = URI(
-                scheme=trunk.uri.scheme,
-                user=number,
-                host=trunk.uri.host,
-                port=trunk.uri.port,
-                parameters=trunk.uri.parameters,
-            )
-            return Route(target=target, peer=trunk.peer, trunk=trunk)
-        assert self.demo is not None
-        target = URI(scheme="sip", user=number, host="127.0.0.1", port=self.demo.port)
-        peer = Peer(TransportKind.UDP, "127.0.0.1", self.demo.port)
-        return Route(target=target, peer=peer, trunk=None)
+        return self.router.route(number)
 
-    def transfer_target(self, to: str, call: Any) -> URI:
-        """Refer-To for a blind transfer: the number on the call's own account."""
+    def transfer_target(self, to: str, call: Any, src: str | None = None) -> URI:
+        """Refer-To for a blind transfer: the number on the call's own account, if the
+        call's user may dial it (the far end places that call on our account's bill)."""
         number = normalise(to, self.config.dial_plan)
         account: Trunk | None = getattr(call, "account", None)
+        self.router.check(getattr(call, "user", None), number, account, src or "-")
         if account is None:
             route = self.route(number)
             return route.target
@@ -299,6 +299,7 @@ class Gateway:
             ports=self.ports,
             account=self._account_for(incoming),
         )
+        call.redirector = self.router
         self._inbound.add(call)
         call.ended.add_done_callback(lambda _f: self._inbound.discard(call))
         task = asyncio.ensure_future(call.start())

@@ -21,6 +21,7 @@ from gateway.config import (
     parse_trunk,
 )
 from gateway.dialplan import choose_account, normalise
+from gateway.policy import Pattern, Rules
 from gateway.signin import passwords
 from gateway.sip.transport import Peer, TlsSettings, TransportKind
 from tests.support.gateway import TEST_T1, running_gateway
@@ -42,6 +43,7 @@ EXAMPLE_TABLES = {
     "[media]": "media",
     "[calls]": "calls",
     "[dialing]": "dialing",
+    "[policy]": "policy",
     "[demo]": "demo",
     "[auth]": "auth",
     "[[users]]": "users",
@@ -118,6 +120,13 @@ def test_demo_example_with_users_and_accounts_uncommented() -> None:
         extension="201",
         display_name="Alice Example",
         caller_id="+493012345201",
+        # The example shows a user's own policy keys.
+        policy=Rules(
+            allow=(Pattern.parse("+33"), Pattern.parse("+1")),
+            deny=(Pattern.parse("+4915"),),
+            max_calls=2,
+            calls_per_minute=10,
+        ),
     )
     (carrier,) = config.accounts
     assert (carrier.name, carrier.prefixes, carrier.asserted_identity) == (

@@ -232,9 +232,13 @@ async def test_public_address_goes_into_via_contact_and_sdp() -> None:
 
 
 async def test_redirect_is_followed_to_the_new_target() -> None:
+    """With redirect = "uri" (since issue 11 an explicit setting; by default the Contact's
+    user part is routed through the dial plan instead, tests/test_redirects.py)."""
     async with SippUas("uas_answer_wait_bye") as moved:
         async with SippUas("uas_redirect", keys={"target_port": str(moved.port)}) as first:
-            async with gateway_to(first) as running, WebRtcClient(running.ws_url) as client:
+            trunk = replace(parse_trunk(f"sip:127.0.0.1:{first.port}"), redirect="uri")
+            config = gateway_config(trunk=trunk)
+            async with running_gateway(config) as running, WebRtcClient(running.ws_url) as client:
                 call_id = await connected_call(client)
                 await client.send({"type": "hangup", "id": call_id})
                 await client.expect("hangup")

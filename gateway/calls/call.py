@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from sipmessage import URI, Address, Request, Response
 
@@ -29,10 +29,10 @@ from gateway.media.dtmf import info_body, parse_info_body
 from gateway.media.ports import PortAllocator
 from gateway.media.sip_leg import SipMediaLeg
 from gateway.sip import message as sipmsg
-from gateway.sip.dialog import Dialog, peer_for_uri
+from gateway.sip.dialog import Dialog
 from gateway.sip.transaction import ServerTransaction
 from gateway.sip.transport import Peer
-from gateway.sip.ua import Answered, OutgoingInvite, UserAgent
+from gateway.sip.ua import Answered, OutgoingInvite, Redirect, UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,19 @@ class Route:
     trunk: Trunk | None
 
 
+class Redirector(Protocol):
+    """The gateway's side of a 3xx or REFER: routes the target through the dial plan and
+    the policy of the call's user (None: refused), and hears of withheld credentials."""
+
+    def redirect(self, call: Any, uri: URI, source: Peer) -> Redirect | None: ...
+
+    def withheld(self, call: Any, peer: Peer, response: Response) -> None: ...
+
+
 class Call:
+    # Set by the gateway; without one, no 3xx or REFER is followed.
+    redirector: Redirector | None = None
+
     def __init__(
         self,
         call_id: str,
@@ -519,25 +531,44 @@ class Call:
             tx.respond_code(403, "Forbidden (transfer not allowed)")
             return
         try:
-            target = Address.parse(refer_to or "").uri
+            uri = Address.parse(refer_to or "").uri
         except ValueError:
             tx.respond_code(400, "Bad Refer-To")
             return
+        # Like a 3xx: the target is routed as if our user dialled it, never sent as it came.
+        redirect = self._redirected(uri, dialog.origin)
+        if redirect is None:
+            tx.respond_code(403, "Forbidden (transfer target not allowed)")
+            return
         tx.respond_code(202)
-        self._spawn(self._follow_refer(dialog, target))
+        self._spawn(self._follow_refer(dialog, redirect))
 
-    async def _follow_refer(self, old: Dialog, target: URI) -> None:
+    def _redirected(self, uri: URI, source: Peer) -> Redirect | None:
+        """Where a 3xx Contact or a Refer-To may take this call (None: nowhere)."""
+        if uri.scheme not in ("sip", "sips") or self.redirector is None:
+            return None
+        return self.redirector.redirect(self, uri, source)
+
+    def _credentials_withheld(self, peer: Peer, response: Response) -> None:
+        if self.redirector is not None:
+            self.redirector.withheld(self, peer, response)
+
+    async def _follow_refer(self, old: Dialog, redirect: Redirect) -> None:
         """Call the transfer target from the same browser leg and RTP port, then swap."""
         await self._send_sipfrag(old, "SIP/2.0 100 Trying")
         offer = self.media.full_offer(self.media.codec)
+        target = redirect.target
         invite = OutgoingInvite(
             self.ua,
             target=target,
-            peer=peer_for_uri(target, old.origin),
+            peer=redirect.peer,
             from_address=Address(uri=old.local_address.uri, name=old.local_address.name),
             to_address=Address(uri=target),
             sdp=offer.sdp.encode(),
-            credentials=self.account.credentials if self.account else None,
+            credentials=redirect.credentials,
+            credential_hosts=redirect.credential_hosts,
+            on_credentials_withheld=self._credentials_withheld,
+            on_redirect=self._redirected,
         )
         outcome = await invite.run()
         if not isinstance(outcome, Answered):

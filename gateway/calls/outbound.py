@@ -13,6 +13,7 @@ import sdp
 from gateway.calls.call import Call, CallEnded, CallState, Notify, Route
 from gateway.calls.timing import SetupTimes
 from gateway.config import Config, User
+from gateway.dialplan import credential_hosts
 from gateway.media.browser_leg import BrowserLeg, BrowserMediaError
 from gateway.media.ports import PortAllocator, PortsExhausted
 from gateway.sip.ua import Answered, Failed, OutgoingInvite, Provisional, UserAgent
@@ -114,6 +115,9 @@ class OutboundCall(Call):
             credentials=trunk.credentials if trunk else None,
             on_provisional=self._on_provisional,
             extra_headers=tuple(headers),
+            on_redirect=self._redirected,
+            credential_hosts=credential_hosts(trunk) if trunk else (),
+            on_credentials_withheld=self._credentials_withheld,
         )
         self._invite = invite
         self._set_state(CallState.CALLING)

@@ -157,7 +157,7 @@ class Session:
             self._queue(call.id).put(lambda: call.hold(on))
         elif isinstance(message, protocol.Transfer):
             try:
-                target = self.gateway.transfer_target(message.to, call)
+                target = self.gateway.transfer_target(message.to, call, self.peer)
             except ValueError as exc:
                 raise ProtocolError("bad-number", str(exc), message.id) from None
             to = message.to
@@ -197,6 +197,8 @@ class Session:
             call = self.gateway.place_call(self, message.id, message.to, message.sdp)
         except ValueError as exc:
             raise ProtocolError("bad-number", str(exc), message.id) from None
+        except CallError as exc:  # not-allowed: the dialling policy or a call cap
+            raise ProtocolError(exc.code, exc.message, message.id) from None
         self.calls[message.id] = call
         self._owned.add(message.id)
         call.ended.add_done_callback(lambda _f: self.release(call))

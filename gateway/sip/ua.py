@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -84,6 +84,17 @@ class Failed:
 InviteOutcome = Answered | Failed
 
 
+@dataclass(frozen=True)
+class Redirect:
+    """Where to send the INVITE after a 3xx (or a REFER): the caller decides, through
+    `on_redirect`, with the credentials and the hosts that may be given them."""
+
+    target: URI
+    peer: Peer
+    credentials: Credentials | None
+    credential_hosts: frozenset[str]
+
+
 class OutgoingInvite:
     """One INVITE client session, from the first INVITE to the 2xx ACK or the failure."""
 
@@ -102,6 +113,9 @@ class OutgoingInvite:
         credentials: Credentials | None,
         on_provisional: Callable[[Provisional], None] | None = None,
         extra_headers: tuple[tuple[str, str], ...] = (),
+        on_redirect: Callable[[URI, Peer], Redirect | None] | None = None,
+        credential_hosts: Collection[str] | None = None,
+        on_credentials_withheld: Callable[[Peer, Response], None] | None = None,
     ) -> None:
         self.ua = ua
         self.target = target
@@ -114,7 +128,17 @@ class OutgoingInvite:
         self.extra_headers = extra_headers
         self.state = InviteState.CALLING
         self.history: list[InviteState] = [InviteState.CALLING]
+        self._credentials = credentials
         self._digest = DigestClient(credentials) if credentials else None
+        # Credentials answer challenges only from these next hops (the account's own
+        # hosts): a 3xx or REFER must not make us compute a digest for whoever asks.
+        self.credential_hosts = frozenset(
+            credential_hosts if credential_hosts is not None else (peer.host, target.host)
+        )
+        # Decides where a 3xx goes, given its Contact and who sent it (None: not followed);
+        # without it, the Contact itself is tried.
+        self.on_redirect = on_redirect
+        self.on_credentials_withheld = on_credentials_withheld
         self._cseq = 1
         self._request: Request | None = None
         self._cancel_requested = False
@@ -172,25 +196,35 @@ class OutgoingInvite:
                 return self._answered(request, response)
             challenged = response.code in (401, 407) and not self._cancel_requested
             if challenged and self._digest is not None and attempts < self.MAX_AUTH_ATTEMPTS:
-                attempts += 1
-                try:
-                    self._cseq += 1
-                    request = self._digest.authorize(self._rebuild(), response)
-                    continue
-                except AuthError as exc:
-                    log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
+                if self.peer.host not in self.credential_hosts:
+                    self._withhold(response)
+                else:
+                    attempts += 1
+                    try:
+                        self._cseq += 1
+                        request = self._digest.authorize(self._rebuild(), response)
+                        continue
+                    except AuthError as exc:
+                        log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
             if response.code == 422 and not retried_422 and self._raise_session_expires(response):
                 # RFC 4028 section 7.4: once, with the interval the 422's Min-SE asks for.
                 retried_422 = True
                 self._cseq += 1
                 request = self._build()
                 continue
-            target = self._redirect_target(response)
-            if target is not None and redirects < self.MAX_REDIRECTS:
+            redirect = self._redirect(response) if redirects < self.MAX_REDIRECTS else None
+            if redirect is not None:
                 # Section 8.1.3.4: retry at the Contact, same Call-ID and From tag, new CSeq.
                 redirects += 1
-                log.info("INVITE %s: %d redirects to %s", self.call_id, response.code, target)
-                self.target, self.peer = target, peer_for_uri(target, self.peer)
+                attempts = 0
+                log.info(
+                    "INVITE %s: %d redirects to %s", self.call_id, response.code, redirect.target
+                )
+                self.target, self.peer = redirect.target, redirect.peer
+                self.credential_hosts = redirect.credential_hosts
+                if redirect.credentials != self._credentials:
+                    credentials = self._credentials = redirect.credentials
+                    self._digest = DigestClient(credentials) if credentials else None
                 self._cseq += 1
                 request = self._build()
                 continue
@@ -213,7 +247,17 @@ class OutgoingInvite:
         self.extra_headers = (*kept, ("Session-Expires", str(minimum)), ("Min-SE", str(minimum)))
         return True
 
-    def _redirect_target(self, response: Response) -> URI | None:
+    def _withhold(self, response: Response) -> None:
+        log.warning(
+            "INVITE %s: %d from %s, not one of the account's hosts: credentials withheld",
+            self.call_id,
+            response.code,
+            self.peer.host,
+        )
+        if self.on_credentials_withheld is not None:
+            self.on_credentials_withheld(self.peer, response)
+
+    def _redirect(self, response: Response) -> Redirect | None:
         if not 300 <= response.code < 400 or self._cancel_requested:
             return None
         try:
@@ -221,8 +265,17 @@ class OutgoingInvite:
         except ValueError:
             return None
         for contact in contacts:
-            if contact.uri.scheme in ("sip", "sips"):
-                return contact.uri
+            uri = contact.uri
+            if uri.scheme not in ("sip", "sips"):
+                continue
+            if self.on_redirect is not None:
+                redirect = self.on_redirect(uri, self.peer)
+                if redirect is not None:
+                    return redirect
+                continue
+            # Only the hosts trusted so far keep seeing our credentials.
+            peer = peer_for_uri(uri, self.peer)
+            return Redirect(uri, peer, self._credentials, self.credential_hosts)
         return None
 
     def _rebuild(self) -> Request:
@@ -259,6 +312,7 @@ class OutgoingInvite:
             # the call (its peer connection, its page session) alive that long as well.
             # (A 3xx or 401/407 is followed by a new INVITE whose 180 the call still wants.)
             self.on_provisional = None
+            self.on_redirect = self.on_credentials_withheld = None
             dialog = self._dialog_for(request, response)
             # Every 2xx, first or retransmitted, is ACKed in its own dialog (13.2.2.4).
             self.ua.tl.send_ack(dialog.ack(request.cseq.sequence), dialog.next_hop())

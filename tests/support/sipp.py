@@ -99,8 +99,9 @@ def free_media_port(host: str = HOST) -> int:
     raise OSError(f"no free block of 4 UDP ports on {host}")
 
 
-def _bound_ports(kind: Literal["udp", "tcp"]) -> set[int]:
-    """Local ports bound on 127.0.0.1 or 0.0.0.0 (TCP: listening), from /proc/net."""
+def _bound_ports(kind: Literal["udp", "tcp"], host: str = HOST) -> set[int]:
+    """Local ports bound on `host` (IPv4) or 0.0.0.0 (TCP: listening), from /proc/net."""
+    packed = "".join(f"{int(part):02X}" for part in reversed(host.split(".")))
     ports: set[int] = set()
     try:
         lines = Path(f"/proc/net/{kind}").read_text().splitlines()[1:]
@@ -112,7 +113,7 @@ def _bound_ports(kind: Literal["udp", "tcp"]) -> set[int]:
             continue
         address, _, port_hex = fields[1].partition(":")
         # TCP state 0A is LISTEN; UDP sockets have no state worth checking.
-        if address in ("0100007F", "00000000") and (kind == "udp" or fields[3] == "0A"):
+        if address in (packed, "00000000") and (kind == "udp" or fields[3] == "0A"):
             ports.add(int(port_hex, 16))
     return ports
 
@@ -344,7 +345,8 @@ class _Sipp(ManagedServer):
                     if self._proc.returncode is not None:
                         self.returncode = self._proc.returncode
                         raise SippError(f"sipp exited at start\n{self.summary()}")
-                    if udp <= _bound_ports("udp") and tcp <= _bound_ports("tcp"):
+                    bound = _bound_ports("udp", self.host), _bound_ports("tcp", self.host)
+                    if udp <= bound[0] and tcp <= bound[1]:
                         return
                     # sipp says nothing when it is ready: poll its sockets.
                     await asyncio.sleep(0.01)

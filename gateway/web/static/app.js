@@ -25,7 +25,8 @@
   const DTMF_SHOWN = 16; // digits kept on screen, per direction
   const MESSAGE_LOG_MAX = 200;
   // Before the answer, an error about the call refuses the call itself, except these.
-  const NON_FATAL_ERRORS = new Set(['bad-state', 'not-allowed']);
+  // (not-allowed, the dialling policy's refusal, ends the call and shows why.)
+  const NON_FATAL_ERRORS = new Set(['bad-state']);
   // Once connected, an error refuses one request (hold, transfer, DTMF) unless the
   // gateway no longer knows the call.
   const FATAL_CONNECTED_ERRORS = new Set(['no-such-call', 'no-session', 'bad-sdp']);
