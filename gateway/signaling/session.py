@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.calls.call import CallError
+from gateway.calls.page import PageMessage
 from gateway.config import User
 from gateway.signaling import protocol
 from gateway.signaling.call_queue import CallQueue
@@ -41,9 +42,9 @@ class Session:
         self._outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name=f"ws-writer-{self.id}")
 
-    def notify(self, message: dict[str, Any]) -> None:
+    def notify(self, message: PageMessage | dict[str, Any]) -> None:
         """Queue a message for the page; one writer task keeps them in order."""
-        self._outbox.put_nowait(message)
+        self._outbox.put_nowait(message if isinstance(message, dict) else message.to_json())
 
     async def _write(self) -> None:
         while True:
