@@ -10,15 +10,17 @@ ValueError, never a library's shared exception object) with a reason fit for a 4
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import unquote
 
 from sipmessage import Address
 
 from gateway.sip import message as sipmsg
 
+_V = TypeVar("_V")
 # RFC 4028 section 4: the smallest Session-Expires anyone may ask for.
 MIN_SESSION_EXPIRES = 90
 _DELTA = re.compile(r"\d{1,10}")
@@ -224,35 +226,34 @@ class SubscriptionState:
 _COMPACT = {"Session-Expires": "x", "Refer-To": "r", "Event": "o"}
 
 
+def _read(message: HasHeaders, name: str, parse: Callable[[str], _V]) -> _V | None:
+    """The header's typed value, None if absent; HeaderError if unusable."""
+    text = _get(message, name)
+    return None if text is None else parse(text)
+
+
 def session_expires(message: HasHeaders) -> SessionExpires | None:
-    """The message's Session-Expires, None if absent; HeaderError if unusable."""
-    text = _get(message, "Session-Expires")
-    return None if text is None else SessionExpires.parse(text)
+    return _read(message, "Session-Expires", SessionExpires.parse)
 
 
 def min_se(message: HasHeaders) -> MinSE | None:
-    text = _get(message, "Min-SE")
-    return None if text is None else MinSE.parse(text)
+    return _read(message, "Min-SE", MinSE.parse)
 
 
 def refer_to(message: HasHeaders) -> ReferTo | None:
-    text = _get(message, "Refer-To")
-    return None if text is None else ReferTo.parse(text)
+    return _read(message, "Refer-To", ReferTo.parse)
 
 
 def event(message: HasHeaders) -> Event | None:
-    text = _get(message, "Event")
-    return None if text is None else Event.parse(text)
+    return _read(message, "Event", Event.parse)
 
 
 def subscription_state(message: HasHeaders) -> SubscriptionState | None:
-    text = _get(message, "Subscription-State")
-    return None if text is None else SubscriptionState.parse(text)
+    return _read(message, "Subscription-State", SubscriptionState.parse)
 
 
 def replaces(message: HasHeaders) -> Replaces | None:
-    text = _get(message, "Replaces")
-    return None if text is None else Replaces.parse(text)
+    return _read(message, "Replaces", Replaces.parse)
 
 
 def _get(message: HasHeaders, name: str) -> str | None:
