@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack
 import pytest
 
 from gateway.config import User, parse_trunk
+from gateway.policy import PolicySettings, Rules
 from tests.support.gateway import gateway_config, running_gateway
 from tests.support.raw_sip import RawSipCaller
 from tests.support.resources import ResourceSnapshot, assert_back_to
@@ -84,7 +85,9 @@ async def test_invite_cancel_races_release_everything() -> None:
 async def test_page_hangs_up_outbound_calls_during_setup() -> None:
     async with SippUas("uas_ring_forever", max_calls=100, timeout=60) as uas:
         trunk = parse_trunk(f"sip:127.0.0.1:{uas.port}")
-        config = gateway_config(trunk=trunk, **SMALL_RANGE)
+        # 40 calls within a minute: past the default calls_per_minute (20) of the policy.
+        unlimited = PolicySettings(rules=Rules(max_calls=4, calls_per_minute=0))
+        config = gateway_config(trunk=trunk, policy=unlimited, **SMALL_RANGE)
         async with running_gateway(config) as running, AsyncExitStack() as stack:
             gateway = running.gateway
             page = await stack.enter_async_context(WebRtcClient(running.ws_url))

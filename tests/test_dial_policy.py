@@ -19,6 +19,7 @@ import pytest
 from gateway.config import Config, DialPlan, User, parse_trunk
 from gateway.policy import PolicySettings, Rules
 from gateway.security import SecurityEvent
+from gateway.signin.settings import SignInSettings
 from tests.support.gateway import RunningGateway, gateway_config, running_gateway
 from tests.support.sipp import SippUas, sipp_available
 
@@ -128,6 +129,8 @@ async def test_one_users_calls_are_capped_across_all_its_sockets() -> None:
             trunk=parse_trunk(f"sip:127.0.0.1:{port}"),
             users=(ALICE,),
             policy=PolicySettings(rules=Rules(max_calls=3, calls_per_minute=0)),
+            # 25 sockets from one address: past the default per-address cap (20).
+            signin=SignInSettings(max_sockets_per_address=0),
         )
         await capped(config)
 
