@@ -278,11 +278,16 @@ class Sipgw:
     def __enter__(self) -> Sipgw:
         self.http_port = free_port(socket.SOCK_STREAM)
         low, high = rtp_range(self.calls)
+        # Every load generator's page comes from 127.0.0.1: lift the per-address socket cap.
+        config = self.workdir / "sipgw-bench.toml"
+        config.write_text("[server]\nmax_sockets_per_address = 0\n")
         args = [
             sys.executable,
             "-m",
             "gateway.cli",
             "run",
+            "--config",
+            str(config),
             "--host",
             HOST,
             "--http-port",

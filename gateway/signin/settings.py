@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.signin.proxies import DEFAULT_TRUSTED_PROXIES, Network, parse_networks
+
 
 class SettingsError(ValueError):
     """A sign-in setting cannot work; config.py turns it into a ConfigError."""
@@ -17,7 +19,7 @@ class SettingsError(ValueError):
 # let a developer's page on another local port use a gateway on loopback.
 DEFAULT_ORIGINS = ("self", "http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 
-SERVER_KEYS = {"allowed_origins", "max_sockets_per_address"}
+SERVER_KEYS = {"allowed_origins", "max_sockets_per_address", "trusted_proxies"}
 AUTH_KEYS = {
     "token_secret",
     "token_audience",
@@ -34,8 +36,11 @@ AUTH_KEYS = {
 @dataclass(frozen=True)
 class SignInSettings:
     allowed_origins: tuple[str, ...] = DEFAULT_ORIGINS
-    # Concurrent WebSockets from one address; 0: no cap (behind a proxy that hides addresses).
-    max_sockets_per_address: int = 20
+    # Concurrent WebSockets from one client address (behind a trusted proxy, the address it
+    # forwards for); 0: no cap. Many agents behind one NAT address need a higher value.
+    max_sockets_per_address: int = 50
+    # Reverse proxies whose X-Forwarded-For names the client (gateway/signin/proxies.py).
+    trusted_proxies: tuple[Network, ...] = parse_networks(DEFAULT_TRUSTED_PROXIES)
     # HS256 secret for signed tokens (JWT) in `hello.token`; None: tokens are not accepted.
     token_secret: str | None = None
     token_audience: str | None = None
@@ -74,8 +79,16 @@ def parse(server: dict[str, Any], auth: dict[str, Any]) -> SignInSettings:
     origins = server.get("allowed_origins", list(d.allowed_origins))
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
         raise SettingsError(f"server.allowed_origins must be a list of strings, not {origins!r}")
+    proxies = server.get("trusted_proxies", list(DEFAULT_TRUSTED_PROXIES))
+    if not isinstance(proxies, list) or not all(isinstance(p, str) for p in proxies):
+        raise SettingsError(f"server.trusted_proxies must be a list of strings, not {proxies!r}")
+    try:
+        trusted_proxies = parse_networks(proxies)
+    except ValueError as exc:
+        raise SettingsError(f"server.trusted_proxies: {exc}") from None
     settings = SignInSettings(
         allowed_origins=tuple(o.rstrip("/") for o in origins),
+        trusted_proxies=trusted_proxies,
         max_sockets_per_address=_get(
             server, "server", "max_sockets_per_address", (int,), d.max_sockets_per_address
         ),

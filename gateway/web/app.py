@@ -14,6 +14,7 @@ from gateway.security import SecurityEvent
 from gateway.service import Gateway
 from gateway.signaling.session import Session
 from gateway.signin.origins import host_is_loopback, origin_allowed
+from gateway.signin.proxies import client_address
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,17 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
+def _client(request: web.Request) -> str:
+    """The page's address, as a trusted reverse proxy reports it (signin/proxies.py)."""
+    proxies = request.app[GATEWAY].config.signin.trusted_proxies
+    return client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+
+
 def _refusal(request: web.Request) -> web.Response | None:
     """The upgrade's guards: the page's Origin, and the sockets its address holds."""
     gateway = request.app[GATEWAY]
     settings = gateway.config.signin
-    src = str(request.remote or "-")
+    src = _client(request)
     origin = request.headers.get("Origin")
     on_loopback = host_is_loopback(gateway.config.host)
     if not origin_allowed(
@@ -102,7 +109,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     refusal = _refusal(request)
     if refusal is not None:
         return refusal
-    src = str(request.remote or "-")
+    src = _client(request)
     per_address = request.app[PER_ADDRESS]
     per_address[src] += 1
     try:
@@ -119,10 +126,11 @@ async def _serve_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_WS_MESSAGE, compress=False)
     await ws.prepare(request)
     gateway = request.app[GATEWAY]
-    session = Session(gateway, ws.send_json, peer=str(request.remote))
+    client = _client(request)
+    session = Session(gateway, ws.send_json, peer=client)
     gateway.sessions.add(session)
     request.app[SOCKETS].add(ws)
-    log.info("session %s opened from %s", session.id, request.remote)
+    log.info("session %s opened from %s", session.id, client)
     try:
         # Only this handler reads the socket (aiohttp's rule); the session has one writer.
         async for msg in ws:
