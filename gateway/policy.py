@@ -147,18 +147,34 @@ def check_number(
 ) -> Verdict:
     """Whether `number` (normalised) may be dialled; `layers` are (name, rules) of the
     user, the account and the gateway, named in the reason."""
-    view = number
+    view = _as_e164(number, international_prefix)
+    matches = _builtin_matches(view, settings, country_code) + _rule_matches(view, layers)
+    if not matches:
+        return Verdict(True, "no pattern matches")
+    _, deny, reason = max(matches, key=lambda m: (m[0], m[1]))
+    return Verdict(not deny, reason)
+
+
+def _as_e164(number: str, international_prefix: str) -> str:
+    """`00...` (the international prefix, when normalising left it) as `+...`."""
     if (
         not number.startswith("+")
         and international_prefix
         and number.startswith(international_prefix)
         and len(number) > len(international_prefix)
     ):
-        view = "+" + number[len(international_prefix) :]
-    # (weight, is_deny, reason) of every matching pattern; the heaviest decides. A built-in
-    # refusal weighs half a character less than its prefix, so an allow of the same
-    # prefix lifts it, and a broader one (+1 against +1900) does not.
-    matches: list[tuple[float, bool, str]] = []
+        return "+" + number[len(international_prefix) :]
+    return number
+
+
+# (weight, is_deny, reason) of every matching pattern; the heaviest decides. A built-in
+# refusal weighs half a character less than its prefix, so an allow of the same prefix
+# lifts it, and a broader one (+1 against +1900) does not.
+_Match = tuple[float, bool, str]
+
+
+def _builtin_matches(view: str, settings: PolicySettings, country_code: str | None) -> list[_Match]:
+    matches: list[_Match] = []
     if settings.refuse_international:
         international = _international_denial(view, country_code)
         if international is not None:
@@ -168,6 +184,11 @@ def check_number(
         for prefix, what in HIGH_COST:
             if view.startswith(prefix):
                 matches.append((len(prefix) - 0.5, True, f"{prefix} is {what}"))
+    return matches
+
+
+def _rule_matches(view: str, layers: Iterable[tuple[str, Rules]]) -> list[_Match]:
+    matches: list[_Match] = []
     for name, rules in layers:
         for pattern in rules.deny:
             if pattern.matches(view):
@@ -175,10 +196,7 @@ def check_number(
         for pattern in rules.allow:
             if pattern.matches(view):
                 matches.append((pattern.weight, False, f"{name} allow {pattern.text}"))
-    if not matches:
-        return Verdict(True, "no pattern matches")
-    _, deny, reason = max(matches, key=lambda m: (m[0], m[1]))
-    return Verdict(not deny, reason)
+    return matches
 
 
 # --- caps ---------------------------------------------------------------------------

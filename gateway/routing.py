@@ -104,26 +104,15 @@ class Router:
     def redirect(self, call: Any, uri: URI, source: Peer) -> Redirect | None:
         account: Trunk | None = call.account
         mode = account.redirect if account is not None else "user"
-        user: User | None = getattr(call, "user", None)
-        name = user.name if user else None
         if mode == "none":
             log.info("%snot following %s: the account follows no redirects", call.prefix, uri)
             return None
-        try:
-            number = normalise(uri.user or "", self.config.dial_plan)
-        except DialError:
-            number = None
+        number = self._redirect_number(uri)
         if number is None and mode == "user":
             log.info("%snot following %s: no number to route", call.prefix, uri)
             return None
-        if number is not None:
-            target_account = choose_account(number, self.config.all_accounts)
-            why = self.refusal(user, number, target_account if mode == "user" else account)
-            if why is not None:
-                # src "-": the redirecting peer is usually our own carrier, never to be banned.
-                detail = f"{number} (redirect from {source.host}): {why}"
-                self.security.record(SecurityEvent.POLICY_REFUSED, None, user=name, detail=detail)
-                return None
+        if number is not None and not self._redirect_allowed(call, number, mode, source):
+            return None
         if mode == "user":
             assert number is not None
             route = self.route(number)
@@ -138,6 +127,25 @@ class Router:
         hosts = credential_hosts(account) if account else frozenset()
         credentials = account.credentials if account else None
         return Redirect(uri, peer_for_uri(uri, source), credentials, hosts)
+
+    def _redirect_number(self, uri: URI) -> str | None:
+        try:
+            return normalise(uri.user or "", self.config.dial_plan)
+        except DialError:
+            return None
+
+    def _redirect_allowed(self, call: Any, number: str, mode: str, source: Peer) -> bool:
+        """The policy of the call's user, for the account the number would go through."""
+        user: User | None = getattr(call, "user", None)
+        target_account = choose_account(number, self.config.all_accounts)
+        why = self.refusal(user, number, target_account if mode == "user" else call.account)
+        if why is None:
+            return True
+        # src "-": the redirecting peer is usually our own carrier, never to be banned.
+        detail = f"{number} (redirect from {source.host}): {why}"
+        name = user.name if user else None
+        self.security.record(SecurityEvent.POLICY_REFUSED, None, user=name, detail=detail)
+        return False
 
     def withheld(self, call: Any, peer: Peer, response: Response) -> None:
         account: Trunk | None = call.account

@@ -245,6 +245,12 @@ def _validate(message: Request | Response) -> Request | Response:
     bad = _bad_address_header(message)
     if bad is not None:
         raise SipParseError(f"bad {bad} header", answerable)
+    _check_cseq(message, answerable)
+    _trim_body(message, answerable)
+    return message
+
+
+def _check_cseq(message: Request | Response, answerable: Request | None) -> None:
     try:
         cseq = message.cseq
     except (ValueError, KeyError) as exc:
@@ -256,19 +262,23 @@ def _validate(message: Request | Response) -> Request | Response:
         raise SipParseError("CSeq number too large", answerable)
     if isinstance(message, Request) and cseq.method != message.method:
         raise SipParseError("CSeq method does not match the request method", message)
+
+
+def _trim_body(message: Request | Response, answerable: Request | None) -> None:
+    """RFC 3261 section 18.3: a body shorter than Content-Length is an error, bytes past it
+    are discarded."""
     length = message.headers.get("Content-Length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            declared = -1
-        if declared < 0:
-            raise SipParseError("bad Content-Length header", answerable)
-        if declared > len(message.body):
-            raise SipParseError("body shorter than Content-Length", answerable)
-        # RFC 3261 section 18.3: bytes past Content-Length are discarded.
-        message.body = message.body[:declared]
-    return message
+    if length is None:
+        return
+    try:
+        declared = int(length)
+    except ValueError:
+        declared = -1
+    if declared < 0:
+        raise SipParseError("bad Content-Length header", answerable)
+    if declared > len(message.body):
+        raise SipParseError("body shorter than Content-Length", answerable)
+    message.body = message.body[:declared]
 
 
 # RFC 3261 section 25.1: Method = token; SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT.
