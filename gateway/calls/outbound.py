@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from sipmessage import URI, Address
 
 import sdp
 from gateway.calls.call import Call, CallEnded, CallState, Notify, Route
+from gateway.calls.machine import CallKind
+from gateway.calls.page import Answer, CallFailed, Progress, Ringing, SessionHost
 from gateway.calls.timing import SetupTimes
 from gateway.config import Config, User
 from gateway.dialplan import credential_hosts
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class OutboundCall(Call):
+    kind = CallKind.OUTBOUND
+
     def __init__(
         self,
         call_id: str,
@@ -82,6 +85,10 @@ class OutboundCall(Call):
             log.warning("%sno RTP port: %s", self.prefix, exc)
             await self._end(CallEnded(503, "No media port available", "gateway"))
             return
+        if await self._ended_during_setup():
+            # Hung up while the port was being opened: no INVITE for an ended call (the
+            # transition table refuses ENDED -> CALLING).
+            return
         try:
             self._sip_offer = sdp.browser_offer_to_sip(
                 self.offer,
@@ -92,7 +99,7 @@ class OutboundCall(Call):
                 telephone_event=True,
             )
         except sdp.SdpError as exc:
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self.notify(CallFailed(self.id, "bad-sdp", str(exc)))
             await self._end(CallEnded(488, f"Unusable offer: {exc}", "gateway"))
             return
         trunk = self.route.trunk
@@ -142,7 +149,7 @@ class OutboundCall(Call):
             return
         if self.state is CallState.CALLING:
             self._set_state(CallState.RINGING)
-            self.notify({"type": "ringing", "id": self.id, "code": provisional.code})
+            self.notify(Ringing(self.id, provisional.code))
         if provisional.sdp is not None:
             # Early media (RFC 3960): bridge the network's ringback before the answer.
             self._spawn(self._early_media(provisional.sdp))
@@ -159,7 +166,7 @@ class OutboundCall(Call):
             return
         if first and self.active and self.state in (CallState.CALLING, CallState.RINGING):
             self._set_state(CallState.EARLY_MEDIA)
-            self.notify({"type": "progress", "id": self.id, "sdp": answer})
+            self.notify(Progress(self.id, answer))
 
     async def _connect_media(self, body: bytes) -> str:
         """Bridge to the SIP side's latest SDP (183 or 200); the browser leg is made once,
@@ -197,7 +204,7 @@ class OutboundCall(Call):
             if await self._ended_during_setup():
                 return
             log.warning("%sunusable answer: %s", self.prefix, exc)
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self.notify(CallFailed(self.id, "bad-sdp", str(exc)))
             await self._end(CallEnded(488, f"Unusable SDP answer: {exc}", "gateway"))
             return
         if await self._ended_during_setup() or not self.active:
@@ -205,7 +212,7 @@ class OutboundCall(Call):
         if outcome.response is not None:
             self._take_session_timer(outcome.response, we_are_uac=True)
         self._connected()
-        self.notify({"type": "answer", "id": self.id, "sdp": answer})
+        self.notify(Answer(self.id, answer))
         if self._timings is not None:
             self._timings.record("ok_to_answer", time.monotonic() - answered_at)
 
@@ -217,7 +224,7 @@ class OutboundCall(Call):
         else:
             await self._end(CallEnded(failed.code, failed.reason, "remote"))
 
-    def hangup(self, session: Any = None) -> None:
+    def hangup(self, session: SessionHost | None = None) -> None:
         """The browser hung up: CANCEL while ringing, BYE once answered."""
         if not self.active:
             return
