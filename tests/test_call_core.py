@@ -23,7 +23,20 @@ from gateway.calls.machine import (
     Timeouts,
     transitions,
 )
-from gateway.calls.page import Answer, Hangup, Progress, Ringing
+from gateway.calls.page import (
+    Answer,
+    CallFailed,
+    Candidate,
+    Dtmf,
+    Hangup,
+    Held,
+    Incoming,
+    PageMessage,
+    Progress,
+    Ringing,
+    TransferProgress,
+    Transferred,
+)
 
 SAMPLES: dict[type[Event], Event] = {
     ev.ProvisionalReceived: ev.ProvisionalReceived(180),
@@ -230,3 +243,43 @@ def test_call_modules_stay_small_and_simple(module: Path) -> None:
     assert source.count("\n") <= 520, "split the module: one layer, about 500 lines at most"
     for block in radon.cc_visit(source):
         assert block.complexity < 15, f"{block.name}: cyclomatic complexity {block.complexity}"
+
+
+@pytest.mark.parametrize(
+    ("message", "json"),
+    [
+        (
+            Incoming("c", "+331", "v=0", "Ann"),
+            {"type": "incoming", "id": "c", "from": "+331", "sdp": "v=0", "fromName": "Ann"},
+        ),
+        (Incoming("c", "100", "v=0"), {"type": "incoming", "id": "c", "from": "100", "sdp": "v=0"}),
+        (Ringing("c", 183), {"type": "ringing", "id": "c", "code": 183}),
+        (Progress("c", "v=0"), {"type": "progress", "id": "c", "sdp": "v=0"}),
+        (Answer("c", "v=0"), {"type": "answer", "id": "c", "sdp": "v=0"}),
+        (Answer("c"), {"type": "answer", "id": "c"}),
+        (
+            Hangup("c", 486, "Busy Here", "remote"),
+            {"type": "hangup", "id": "c", "code": 486, "reason": "Busy Here", "by": "remote"},
+        ),
+        (Held("c", True, "local"), {"type": "held", "id": "c", "held": True, "by": "local"}),
+        (TransferProgress("c", "trying"), {"type": "transfer", "id": "c", "state": "trying"}),
+        (
+            TransferProgress("c", "failed", 403, "Forbidden"),
+            {"type": "transfer", "id": "c", "state": "failed", "code": 403, "reason": "Forbidden"},
+        ),
+        (Transferred("c", "sip:200@pbx"), {"type": "transferred", "id": "c", "to": "sip:200@pbx"}),
+        (Dtmf("c", "5"), {"type": "dtmf", "id": "c", "digit": "5"}),
+        (
+            CallFailed("c", "bad-sdp", "no audio"),
+            {"type": "error", "id": "c", "code": "bad-sdp", "message": "no audio"},
+        ),
+        (Candidate("c", None), {"type": "candidate", "id": "c", "candidate": None}),
+    ],
+    ids=lambda v: type(v).__name__ if not isinstance(v, dict) else "",
+)
+def test_page_messages_are_the_protocols_json(
+    message: PageMessage, json: dict[str, object]
+) -> None:
+    """docs/protocol.md's messages, key for key and in the same order as before."""
+    assert message.to_json() == json
+    assert list(message.to_json()) == list(json)

@@ -108,28 +108,38 @@ class Call:
         # Checked against the transition table: an impossible change raises.
         self._core.move(state)
 
+    def _fire(self, event: ev.Event) -> None:
+        """An event for the call core; its effects are carried out at once."""
+        self._execute(self._core.handle(event))
+
     def _execute(self, effects: list[Effect]) -> None:
-        """Carry out what a sub-machine asked for that needs no await."""
+        """Carry out what the core or a sub-machine asked for that needs no await; the
+        rest (SIP requests awaited by a page request) is done by the caller."""
         for effect in effects:
             if isinstance(effect, ev.TellPage):
                 self.notify(effect.message)
             elif isinstance(effect, ev.StartTimer):
-                self._timer(effect.name, effect.seconds, self._timer_fired(effect.name))
+                self._timer(effect.name, effect.seconds, self._timers_fire()[effect.name])
             elif isinstance(effect, ev.CancelTimer):
                 self._cancel_timer(effect.name)
+            elif isinstance(effect, ev.OpenMedia):
+                self._watchdog = self._spawn(self._watch_rtp())
             elif isinstance(effect, ev.SendReinvite) and self._dialog is not None:
                 self._spawn(self._refresh(self._dialog))
+            else:
+                self._execute_setup(effect)
 
-    def _timer_fired(self, name: str) -> Callable[[], None]:
-        handlers: dict[str, Callable[[], None]] = {
+    def _execute_setup(self, effect: Effect) -> None:
+        """Effects only one kind of call asks for (inbound: 180, the answer...)."""
+        log.error("%sno driver for %s", self.prefix, type(effect).__name__)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        """What each named timer does when it fires."""
+        return {
             "transfer": self._transfer_timed_out,
             "session-refresh": self._refresh_session,
             "session-expiry": self._session_expired,
         }
-        return handlers.get(name, lambda: self._custom_timer(name))
-
-    def _custom_timer(self, name: str) -> None:
-        log.error("%sno handler for timer %s", self.prefix, name)
 
     @property
     def active(self) -> bool:
@@ -220,10 +230,6 @@ class Call:
                 "sendrecv",
                 "sendonly",
             )
-
-    def _connected(self) -> None:
-        self._set_state(CallState.CONNECTED)
-        self._watchdog = self._spawn(self._watch_rtp())
 
     def _on_ice_failed(self) -> None:
         if self.active:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 import sdp
+from gateway.calls import events as ev
 from gateway.calls.call import Call, CallEnded, CallError, CallState
+from gateway.calls.events import Effect
 from gateway.calls.machine import CallKind
 from gateway.calls.page import (
-    Answer,
     CallFailed,
     Hangup,
     Incoming,
@@ -74,6 +76,7 @@ class InboundCall(Call):
         self.user = user
         self.ringing: list[Ringable] = list(sessions)
         self._remote_offer: sdp.RemoteMedia | None = None
+        self._answering: SessionHost | None = None  # the page that accepted
         incoming.on_cancel = self._on_caller_cancel
 
     def _broadcast(self, message: PageMessage) -> None:
@@ -120,9 +123,7 @@ class InboundCall(Call):
             return  # e.g. CANCEL while the peer connection made its offer
         number, name = caller_of(self.incoming)
         self.notify(Incoming(self.id, number, page_offer, name))
-        self.incoming.ring(180)
-        self._set_state(CallState.RINGING)
-        self._timer("ring", self.config.ring_timeout, self._on_ring_timeout)
+        self._fire(ev.PagesRung())  # ringing: 180 to the caller, ring_timeout started
 
     def _refused(self) -> CallEnded | None:
         """An INVITE refused before anything is set up: its session interval or its SDP."""
@@ -140,6 +141,19 @@ class InboundCall(Call):
                 return CallEnded(488, f"Unusable offer: {exc}", "remote")
         return None
 
+    def _execute_setup(self, effect: Effect) -> None:
+        if isinstance(effect, ev.SendRinging):
+            self.incoming.ring(effect.code)
+        elif isinstance(effect, ev.StopRingingOthers) and self._answering is not None:
+            self.ringing = stop_ringing_others(self, self.ringing, self._answering)
+        elif isinstance(effect, ev.SendAnswer):
+            self._spawn(self._complete(effect.sdp))  # the 200 once the page's answer is in
+        else:
+            super()._execute_setup(effect)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        return {**super()._timers_fire(), "ring": self._on_ring_timeout}
+
     def _on_ring_timeout(self) -> None:
         log.info("%snobody answered in %.0f s", self.prefix, self.config.ring_timeout)
         self._reject(480, "Temporarily Unavailable (no answer)")
@@ -153,10 +167,8 @@ class InboundCall(Call):
     def accept(self, session: SessionHost, answer: str) -> None:
         if self.state is not CallState.RINGING or session not in self.ringing:
             raise CallError("bad-state", "this call is no longer ringing here")
-        self._cancel_timer("ring")
-        self._set_state(CallState.ANSWERING)
-        self.ringing = stop_ringing_others(self, self.ringing, session)
-        self._spawn(self._complete(answer))
+        self._answering = session
+        self._fire(ev.PageAccept(answer))
 
     async def _complete(self, page_answer: str) -> None:
         assert self._browser is not None
@@ -192,8 +204,7 @@ class InboundCall(Call):
         if dialog is None or not self.active:
             return
         self._bridge_media(browser_codec)
-        self._connected()
-        self.notify(Answer(self.id))
+        self._fire(ev.AckReceived())  # connected: the watchdog starts, the page is told
 
     async def _bye_late(self, dialog: Dialog | None) -> None:
         """A dialog the 200 made after `_end` ran (which then had none to end)."""

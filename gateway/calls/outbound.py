@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from sipmessage import URI, Address
 
 import sdp
+from gateway.calls import events as ev
 from gateway.calls.call import Call, CallEnded, CallState, Notify, Route
 from gateway.calls.machine import CallKind
-from gateway.calls.page import Answer, CallFailed, Progress, Ringing, SessionHost
+from gateway.calls.page import CallFailed, SessionHost
 from gateway.calls.timing import SetupTimes
 from gateway.config import Config, User
 from gateway.dialplan import credential_hosts
@@ -127,8 +129,7 @@ class OutboundCall(Call):
             on_credentials_withheld=self._credentials_withheld,
         )
         self._invite = invite
-        self._set_state(CallState.CALLING)
-        self._timer("no-answer", self.config.no_answer_timeout, self._on_no_answer)
+        self._fire(ev.Dialled())  # calling; Timer B of the page's wait: no_answer_timeout
         outcome = await invite.run()
         if self._timings is not None and invite.first_sent_at is not None:
             self._timings.record("offer_to_invite", invite.first_sent_at - self._offer_at)
@@ -137,6 +138,9 @@ class OutboundCall(Call):
             await self._on_failed(outcome)
             return
         await self._on_answered(outcome)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        return {**super()._timers_fire(), "no-answer": self._on_no_answer}
 
     def _on_no_answer(self) -> None:
         log.info("%sno answer after %.0f s", self.prefix, self.config.no_answer_timeout)
@@ -148,8 +152,7 @@ class OutboundCall(Call):
         if not self.active:
             return
         if self.state is CallState.CALLING:
-            self._set_state(CallState.RINGING)
-            self.notify(Ringing(self.id, provisional.code))
+            self._fire(ev.ProvisionalReceived(provisional.code))
         if provisional.sdp is not None:
             # Early media (RFC 3960): bridge the network's ringback before the answer.
             self._spawn(self._early_media(provisional.sdp))
@@ -165,8 +168,7 @@ class OutboundCall(Call):
         if await self._ended_during_setup():
             return
         if first and self.active and self.state in (CallState.CALLING, CallState.RINGING):
-            self._set_state(CallState.EARLY_MEDIA)
-            self.notify(Progress(self.id, answer))
+            self._fire(ev.EarlyMediaReady(answer))
 
     async def _connect_media(self, body: bytes) -> str:
         """Bridge to the SIP side's latest SDP (183 or 200); the browser leg is made once,
@@ -211,8 +213,7 @@ class OutboundCall(Call):
             return
         if outcome.response is not None:
             self._take_session_timer(outcome.response, we_are_uac=True)
-        self._connected()
-        self.notify(Answer(self.id, answer))
+        self._fire(ev.AnsweredReceived(answer))
         if self._timings is not None:
             self._timings.record("ok_to_answer", time.monotonic() - answered_at)
 
