@@ -27,7 +27,7 @@ from gateway.calls.base import Route as Route
 from gateway.calls.events import CallEnded as CallEnded
 from gateway.calls.events import Effect
 from gateway.calls.features import Hold, SessionTimer, Transfer, TransferState
-from gateway.calls.machine import CallCore, CallKind, Timeouts
+from gateway.calls.machine import CallCore, CallKind, CoreDriven, Timeouts
 from gateway.calls.machine import CallState as CallState
 from gateway.calls.media_state import SipMediaState
 from gateway.calls.page import Dtmf, Hangup, Held, PageMessage, SessionHost
@@ -50,7 +50,7 @@ SDP = "application/sdp"
 NO_REFER_ANSWER = features.ReferFailed(408, "No answer to REFER")
 
 
-class Call:
+class Call(CoreDriven):
     # Set by the gateway; without one, no 3xx or REFER is followed.
     redirector: Redirector | None = None
     kind = CallKind.OUTBOUND
@@ -91,14 +91,6 @@ class Call:
         self._pending_offer: sdp.SipOffer | None = None
 
     # --- state and helpers ----------------------------------------------------------
-
-    @property
-    def state(self) -> CallState:
-        return self._core.state
-
-    @property
-    def history(self) -> list[CallState]:
-        return self._core.history
 
     @property
     def held_local(self) -> bool:

@@ -296,66 +296,30 @@ OUTBOUND: tuple[Row, ...] = (
     *closing_rows(),
 )
 
+CALLER_CANCELLED = end(CallEnded(487, "Cancelled by caller", "remote"))
+NO_PAGE_LEFT = end(CallEnded(480, "No page left to answer", "gateway"), ev.SendResponse(480))
+DECLINED = end(CallEnded(486, "Declined", "local"), ev.SendResponse(486))
+RING_TIMEOUT = end(
+    CallEnded(480, "No answer", "gateway"),
+    ev.SendResponse(480, "Temporarily Unavailable (no answer)"),
+)
+NO_ACK = end(CallEnded(408, "The caller never confirmed the answer", "remote"))
+ICE_FAILED = end(CallEnded(408, "Browser media connection failed", "gateway"), BYE)
+
 INBOUND: tuple[Row, ...] = (
     Row(S.NEW, ev.PagesRung, S.RINGING, rung),
-    Row(S.NEW, ev.SetupFailed, S.ENDING, setup_failed),
-    Row(S.NEW, ev.CancelReceived, S.ENDING, end(CallEnded(487, "Cancelled by caller", "remote"))),
-    Row(
-        S.NEW,
-        ev.PagesGone,
-        S.ENDING,
-        end(CallEnded(480, "No page left to answer", "gateway"), ev.SendResponse(480)),
-    ),
-    Row(S.NEW, ev.Shutdown, S.ENDING, shutdown),
+    *rows((S.NEW, S.RINGING, S.ANSWERING), ev.CancelReceived, S.ENDING, CALLER_CANCELLED),
+    *rows((S.NEW, S.RINGING), ev.PagesGone, S.ENDING, NO_PAGE_LEFT),
+    *rows((S.NEW, S.ANSWERING), ev.SetupFailed, S.ENDING, setup_failed),
+    *rows((S.NEW, S.RINGING, S.ANSWERING), ev.Shutdown, S.ENDING, shutdown),
     Row(S.RINGING, ev.PageAccept, S.ANSWERING, accepted),
     Row(S.RINGING, ev.PageReject, S.ENDING, rejected),
-    Row(
-        S.RINGING,
-        ev.PageHangup,
-        S.ENDING,
-        end(CallEnded(486, "Declined", "local"), ev.SendResponse(486)),
-    ),
-    Row(
-        S.RINGING,
-        ev.RingTimeout,
-        S.ENDING,
-        end(
-            CallEnded(480, "No answer", "gateway"),
-            ev.SendResponse(480, "Temporarily Unavailable (no answer)"),
-        ),
-    ),
-    Row(
-        S.RINGING, ev.CancelReceived, S.ENDING, end(CallEnded(487, "Cancelled by caller", "remote"))
-    ),
-    Row(
-        S.RINGING,
-        ev.PagesGone,
-        S.ENDING,
-        end(CallEnded(480, "No page left to answer", "gateway"), ev.SendResponse(480)),
-    ),
-    Row(S.RINGING, ev.Shutdown, S.ENDING, shutdown),
+    Row(S.RINGING, ev.PageHangup, S.ENDING, DECLINED),
+    Row(S.RINGING, ev.RingTimeout, S.ENDING, RING_TIMEOUT),
     Row(S.ANSWERING, ev.AckReceived, S.CONNECTED, confirmed),
-    Row(
-        S.ANSWERING,
-        ev.AckTimeout,
-        S.ENDING,
-        end(CallEnded(408, "The caller never confirmed the answer", "remote")),
-    ),
-    Row(S.ANSWERING, ev.SetupFailed, S.ENDING, setup_failed),
+    Row(S.ANSWERING, ev.AckTimeout, S.ENDING, NO_ACK),
     Row(S.ANSWERING, ev.PageHangup, S.ENDING, end(CallEnded(200, "Hung up", "local"), BYE)),
-    Row(
-        S.ANSWERING,
-        ev.CancelReceived,
-        S.ENDING,
-        end(CallEnded(487, "Cancelled by caller", "remote")),
-    ),
-    Row(
-        S.ANSWERING,
-        ev.IceFailed,
-        S.ENDING,
-        end(CallEnded(408, "Browser media connection failed", "gateway"), BYE),
-    ),
-    Row(S.ANSWERING, ev.Shutdown, S.ENDING, shutdown),
+    Row(S.ANSWERING, ev.IceFailed, S.ENDING, ICE_FAILED),
     *connected_rows(),
     *closing_rows(),
 )
@@ -466,3 +430,17 @@ def transitions(kind: CallKind) -> list[tuple[CallState, str, CallState]]:
         if row.source is not row.target:
             seen[(row.source, row.event.__name__, row.target)] = None
     return list(seen)
+
+
+class CoreDriven:
+    """A call driver's view of its core: the state and its history, read-only."""
+
+    _core: CallCore
+
+    @property
+    def state(self) -> CallState:
+        return self._core.state
+
+    @property
+    def history(self) -> list[CallState]:
+        return self._core.history

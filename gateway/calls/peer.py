@@ -17,14 +17,14 @@ from gateway.calls import events as ev
 from gateway.calls.call import CallError
 from gateway.calls.events import CallEnded, Effect
 from gateway.calls.inbound import stop_ringing_others
-from gateway.calls.machine import CallCore, CallKind, CallState, Timeouts
+from gateway.calls.machine import CallCore, CallKind, CallState, CoreDriven, Timeouts
 from gateway.calls.page import Candidate, Hangup, Incoming, SessionHost
 from gateway.config import User
 
 log = logging.getLogger(__name__)
 
 
-class PeerCall:
+class PeerCall(CoreDriven):
     def __init__(
         self,
         call_id: str,
@@ -49,14 +49,6 @@ class PeerCall:
         # Who hung up, so that page hears "local" and the others the core's `by`.
         self._hung_up_by: SessionHost | None = None
         self.prefix = f"[call {call_id[:12]}] "
-
-    @property
-    def state(self) -> CallState:
-        return self._core.state
-
-    @property
-    def history(self) -> list[CallState]:
-        return self._core.history
 
     @property
     def active(self) -> bool:
