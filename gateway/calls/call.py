@@ -13,81 +13,47 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from sipmessage import URI, Address, Request, Response
+from sipmessage import URI, Request, Response
 
 import sdp
+from gateway.calls import events as ev
+from gateway.calls import features, referred, reoffer
+from gateway.calls.base import CallError as CallError
+from gateway.calls.base import Redirector
+from gateway.calls.base import Route as Route
+from gateway.calls.events import CallEnded as CallEnded
+from gateway.calls.events import Effect
+from gateway.calls.features import Hold, SessionTimer, Transfer, TransferState
+from gateway.calls.machine import CallCore, CallKind, CoreDriven, Timeouts
+from gateway.calls.machine import CallState as CallState
 from gateway.calls.media_state import SipMediaState
+from gateway.calls.page import Dtmf, Hangup, Held, PageMessage, SessionHost
 from gateway.config import Config, Trunk
 from gateway.media.bridge import Bridge
 from gateway.media.browser_leg import BrowserLeg
 from gateway.media.dtmf import info_body, parse_info_body
 from gateway.media.ports import PortAllocator
 from gateway.media.sip_leg import SipMediaLeg
-from gateway.sip import message as sipmsg
+from gateway.sip import headers
 from gateway.sip.dialog import Dialog
 from gateway.sip.transaction import ServerTransaction
 from gateway.sip.transport import Peer
-from gateway.sip.ua import Answered, OutgoingInvite, Redirect, UserAgent
+from gateway.sip.ua import Redirect, UserAgent
 
 log = logging.getLogger(__name__)
 
-Notify = Callable[[dict[str, Any]], None]
+Notify = Callable[[PageMessage], None]
 SDP = "application/sdp"
+NO_REFER_ANSWER = features.ReferFailed(408, "No answer to REFER")
 
 
-class CallError(Exception):
-    """A page request that cannot be done now; `code` is the protocol's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class CallState(StrEnum):
-    NEW = "new"
-    CALLING = "calling"
-    RINGING = "ringing"
-    EARLY_MEDIA = "early-media"
-    ANSWERING = "answering"  # a page accepted an incoming call; the SIP 200 is on its way
-    CONNECTED = "connected"
-    ENDING = "ending"
-    ENDED = "ended"
-
-
-@dataclass(frozen=True)
-class CallEnded:
-    code: int
-    reason: str
-    by: str  # "local" (the browser), "remote" (the SIP side) or "gateway"
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where the call goes: the Request-URI and the next hop, plus the account."""
-
-    target: URI
-    peer: Peer
-    trunk: Trunk | None
-
-
-class Redirector(Protocol):
-    """The gateway's side of a 3xx or REFER: routes the target through the dial plan and
-    the policy of the call's user (None: refused), and hears of withheld credentials."""
-
-    def redirect(self, call: Any, uri: URI, source: Peer) -> Redirect | None: ...
-
-    def withheld(self, call: Any, peer: Peer, response: Response) -> None: ...
-
-
-class Call:
+class Call(CoreDriven):
     # Set by the gateway; without one, no 3xx or REFER is followed.
     redirector: Redirector | None = None
+    kind = CallKind.OUTBOUND
 
     def __init__(
         self,
@@ -105,13 +71,15 @@ class Call:
         self.ports = ports
         self.notify = notify
         self.account = account
-        self.state = CallState.NEW
-        self.history: list[CallState] = [CallState.NEW]
+        timeouts = Timeouts(config.no_answer_timeout, config.ring_timeout)
+        self._core = CallCore(self.kind, call_id, timeouts)
         self.ended: asyncio.Future[CallEnded] = asyncio.get_running_loop().create_future()
         self.prefix = f"[call {call_id[:12]}] "
         self.media = SipMediaState(config.advertised_address, 0)
-        self.held_local = False
         self.held_remote = False
+        self._hold = Hold(call_id)
+        self._transfer = Transfer(call_id)
+        self._session_timer = SessionTimer(call_id)
         self._sip_media: SipMediaLeg | None = None
         self._browser: BrowserLeg | None = None
         self._bridge: Bridge | None = None
@@ -119,22 +87,51 @@ class Call:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._watchdog: asyncio.Task[Any] | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._session_expires: int | None = None
-        self._we_refresh = False
-        self._transfer_target: str | None = None
         # Our offer in a 2xx to a re-INVITE without SDP, answered in the ACK.
         self._pending_offer: sdp.SipOffer | None = None
 
     # --- state and helpers ----------------------------------------------------------
 
+    @property
+    def held_local(self) -> bool:
+        return self._hold.held
+
     def _set_state(self, state: CallState) -> None:
-        if state is self.state:
-            return
-        # DEBUG: at a hundred calls a second, INFO lines per transition cost 5 % of a core;
-        # the end of every call is logged at INFO with its reason.
-        log.debug("%s%s -> %s", self.prefix, self.state, state)
-        self.state = state
-        self.history.append(state)
+        # Checked against the transition table: an impossible change raises.
+        self._core.move(state)
+
+    def _fire(self, event: ev.Event) -> None:
+        """An event for the call core; its effects are carried out at once."""
+        self._execute(self._core.handle(event))
+
+    def _execute(self, effects: list[Effect]) -> None:
+        """Carry out what the core or a sub-machine asked for that needs no await; the
+        rest (SIP requests awaited by a page request) is done by the caller."""
+        for effect in effects:
+            if isinstance(effect, ev.TellPage):
+                self.notify(effect.message)
+            elif isinstance(effect, ev.StartTimer):
+                self._timer(effect.name, effect.seconds, self._timers_fire()[effect.name])
+            elif isinstance(effect, ev.CancelTimer):
+                self._cancel_timer(effect.name)
+            elif isinstance(effect, ev.OpenMedia):
+                self._watchdog = self._spawn(self._watch_rtp())
+            elif isinstance(effect, ev.SendReinvite) and self._dialog is not None:
+                self._spawn(self._refresh(self._dialog))
+            else:
+                self._execute_setup(effect)
+
+    def _execute_setup(self, effect: Effect) -> None:
+        """Effects only one kind of call asks for (inbound: 180, the answer...)."""
+        log.error("%sno driver for %s", self.prefix, type(effect).__name__)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        """What each named timer does when it fires."""
+        return {
+            "transfer": self._transfer_timed_out,
+            "session-refresh": self._refresh_session,
+            "session-expiry": self._session_expired,
+        }
 
     @property
     def active(self) -> bool:
@@ -152,7 +149,7 @@ class Call:
             "held": {"local": self.held_local, "remote": self.held_remote},
         }
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
@@ -226,33 +223,29 @@ class Call:
                 "sendonly",
             )
 
-    def _connected(self) -> None:
-        self._set_state(CallState.CONNECTED)
-        self._watchdog = self._spawn(self._watch_rtp())
-
     def _on_ice_failed(self) -> None:
         if self.active:
             self._spawn_end(CallEnded(408, "Browser media connection failed", "gateway"))
 
     def _on_digit(self, digit: str) -> None:
-        self.notify({"type": "dtmf", "id": self.id, "digit": digit})
+        self.notify(Dtmf(self.id, digit))
 
     # --- page requests (subclasses add setup-specific ones) -------------------------
 
-    def hangup(self, session: Any = None) -> None:
+    def hangup(self, session: SessionHost | None = None) -> None:
         if self.active:
             self._spawn_end(CallEnded(200, "Hung up", "local"))
 
-    def leave(self, session: Any) -> None:
+    def leave(self, session: SessionHost) -> None:
         """A page this call rings on went away (calls that ring override this)."""
 
-    def accept(self, session: Any, answer: str) -> None:
+    def accept(self, session: SessionHost, answer: str) -> None:
         raise CallError("bad-state", "only an incoming call can be accepted")
 
-    def reject(self, session: Any, code: int) -> None:
+    def reject(self, session: SessionHost, code: int) -> None:
         raise CallError("bad-state", "only an incoming call can be rejected")
 
-    def candidate(self, session: Any, candidate: dict[str, Any] | None) -> None:
+    def candidate(self, session: SessionHost, candidate: dict[str, Any] | None) -> None:
         """Bridged calls carry complete SDPs; late candidates add nothing."""
 
     def _connected_dialog(self) -> Dialog:
@@ -274,15 +267,20 @@ class Call:
         dialog = self._connected_dialog()
         if on == self.held_local:
             return
-        offer = self.media.offer("sendonly" if on else "sendrecv")
-        response = await self._reinvite(dialog, offer)
+        if self._hold.pending:
+            raise CallError("bad-state", "a hold or resume is in progress")
+        effects = self._hold.handle(features.HoldRequested() if on else features.ResumeRequested())
+        direction = next(e.direction for e in effects if isinstance(e, ev.SendReinvite))
+        assert direction is not None
+        response = await self._reinvite(dialog, self.media.offer(direction))
         if response is None or not 200 <= response.code < 300:
             self.media.direction = "sendrecv" if on else "sendonly"
             code = response.code if response else 408
+            self._hold.handle(features.ReinviteRefused(code))
             raise CallError("bad-state", f"the far end refused the re-INVITE ({code})")
-        self.held_local = on
+        effects = self._hold.handle(features.ReinviteAccepted())
         self._apply_remote_media()  # the answer may move the far end's address or codec
-        self.notify({"type": "held", "id": self.id, "held": on, "by": "local"})
+        self._execute(effects)
 
     async def _reinvite(self, dialog: Dialog, offer: str) -> Response | None:
         """The UA ACKs the 2xx, retries after 491 (RFC 3261 section 14.1) and gives up
@@ -298,43 +296,32 @@ class Call:
     async def transfer(self, to: str, target: URI) -> None:
         """Blind transfer (RFC 3515): REFER, then NOTIFY progress, then our BYE."""
         dialog = self._connected_dialog()
-        if self._transfer_target is not None:
+        if self._transfer.busy:
             raise CallError("bad-state", "a transfer is already in progress")
-        self._transfer_target = to
-        self._notify_transfer("trying")
+        # The REFER itself is sent here, awaited: the page's queue carries the wait.
+        self._execute(self._transfer.handle(features.TransferRequested(to)))
         try:
             response = await self.ua.refer(dialog, target)
         except asyncio.CancelledError:
-            self._transfer_target = None  # abandoned: the page hung up
+            self._transfer.handle(features.TransferAbandoned())  # the page hung up
             raise
-        if response is None:
-            self._transfer_failed(408, "No answer to REFER")
+        if self._transfer.state is not TransferState.REFERRING:
+            return  # a NOTIFY overtook the 202 and settled it
+        if response is None or not 200 <= response.code < 300:
+            failed = (
+                features.ReferFailed(response.code, response.phrase)
+                if response
+                else NO_REFER_ANSWER
+            )
+            self._execute(self._transfer.handle(failed))
             return
-        if not 200 <= response.code < 300:
-            self._transfer_failed(response.code, response.phrase)
-            return
-        self._notify_transfer("accepted")
         # The outcome comes in NOTIFYs (on_in_dialog_request); give up if none says so.
         # The target may ring for as long as we would let a call ring, then some.
-        self._timer(
-            "transfer",
-            self.config.no_answer_timeout + 64 * self.config.sip_t1,
-            self._transfer_timed_out,
-        )
-
-    def _notify_transfer(self, state: str, code: int | None = None, reason: str = "") -> None:
-        message: dict[str, Any] = {"type": "transfer", "id": self.id, "state": state}
-        if code is not None:
-            message.update(code=code, reason=reason)
-        self.notify(message)
-
-    def _transfer_failed(self, code: int, reason: str) -> None:
-        self._transfer_target = None
-        self._cancel_timer("transfer")
-        self._notify_transfer("failed", code, reason)
+        wait = self.config.no_answer_timeout + 64 * self.config.sip_t1
+        self._execute(self._transfer.handle(features.ReferAccepted(wait)))
 
     def _transfer_timed_out(self) -> None:
-        self._transfer_failed(408, "No transfer result")
+        self._execute(self._transfer.handle(features.TransferTimeout()))
 
     def _on_refer_notify(self, request: Request) -> None:
         """RFC 3515 section 2.4.5: the NOTIFY body is a sipfrag status line."""
@@ -343,48 +330,27 @@ class Call:
         if len(parts) < 2 or not parts[1].isdigit():
             return
         code, reason = int(parts[1]), (parts[2] if len(parts) > 2 else "")
-        if code < 200:
-            self._notify_transfer("ringing" if code in (180, 183) else "trying", code, reason)
-        elif code < 300:
-            self._cancel_timer("transfer")
-            self._notify_transfer("done", code, reason)
+        if not self._transfer.busy:
+            log.info("%sNOTIFY of a transfer we did not make: %d", self.prefix, code)
+            return
+        self._execute(self._transfer.handle(features.SipfragReceived(code, reason)))
+        if self._transfer.state is TransferState.DONE:
             self._spawn_end(CallEnded(200, "Transferred", "local"))
-        else:
-            self._transfer_failed(code, reason)
 
     # --- session timers (RFC 4028) --------------------------------------------------
 
     def _session_timer_headers(self) -> tuple[tuple[str, str], ...]:
-        headers = [("Supported", "timer")]
-        if self._session_expires:
-            refresher = "uac" if self._we_refresh else "uas"
-            headers.append(("Session-Expires", f"{self._session_expires};refresher={refresher}"))
-        return tuple(headers)
+        return self._session_timer.request_headers()
 
     def _take_session_timer(self, message: Request | Response, *, we_are_uac: bool) -> None:
         """Start refreshing or watching, as the Session-Expires of a 2xx or INVITE says."""
-        header = message.headers.get("Session-Expires") or message.headers.get("x")
-        if not header:
-            return
-        value, _, params = header.partition(";")
-        try:
-            interval = max(int(value.strip()), self.config.min_session_expires)
-        except ValueError:
-            return
-        refresher = "uac" if "refresher=uac" in params.replace(" ", "") else "uas"
-        if "refresher=" not in params:
-            refresher = "uac" if we_are_uac else "uas"
-        self._session_expires = interval
-        self._we_refresh = (refresher == "uac") == we_are_uac
-        if self._we_refresh:
-            self._timer("session-refresh", interval / 2, self._refresh_session)
-            self._cancel_timer("session-expiry")
-        else:
-            self._timer("session-expiry", interval - min(32, interval / 3), self._session_expired)
+        minimum = self.config.min_session_expires
+        timer = self._session_timer
+        self._execute(timer.negotiate(message, we_are_uac=we_are_uac, minimum=minimum))
 
     def _refresh_session(self) -> None:
         if self._dialog is not None and self.active:
-            self._spawn(self._refresh(self._dialog))
+            self._execute(self._session_timer.handle(features.SessionRefreshDue()))
 
     async def _refresh(self, dialog: Dialog) -> None:
         response = await self._reinvite(dialog, self.media.offer(self.media.direction))
@@ -398,20 +364,14 @@ class Call:
         self._spawn_end(CallEnded(408, "Session expired (no refresh)", "gateway"))
 
     def _session_refreshed(self) -> None:
-        if self._session_expires and not self._we_refresh:
-            interval = self._session_expires
-            self._timer("session-expiry", interval - min(32, interval / 3), self._session_expired)
+        self._execute(self._session_timer.handle(features.RefreshReceived()))
 
     def session_too_brief(self, request: Request) -> bool:
-        """RFC 4028 section 8.1: an interval under our Min-SE is refused with 422."""
-        header = request.headers.get("Session-Expires") or request.headers.get("x")
-        value = (header or "").partition(";")[0].strip()
-        return value.isdigit() and int(value) < self.config.min_session_expires
+        return features.too_brief(request, self.config.min_session_expires)
 
     def _session_expires_header(self) -> str | None:
-        if not self._session_expires:
-            return None
-        return f"{self._session_expires};refresher={'uas' if self._we_refresh else 'uac'}"
+        expires = self._session_timer.header(we_are_uac=False)
+        return None if expires is None else str(expires)
 
     # --- RTP watchdog ---------------------------------------------------------------
 
@@ -451,7 +411,7 @@ class Call:
     def on_in_dialog_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
         method = request.method
         if method in ("INVITE", "UPDATE"):
-            self._on_offer_request(dialog, request, tx)
+            reoffer.on_offer_request(self, dialog, request, tx)
         elif method == "INFO":
             digit = parse_info_body(request.headers.get("Content-Type") or "", request.body)
             tx.respond_code(200)
@@ -459,60 +419,22 @@ class Call:
                 self._on_digit(digit)
         elif method == "NOTIFY":
             tx.respond_code(200)
-            if (request.headers.get("Event") or "").lower().startswith("refer"):
+            if self._refer_event(request):
                 self._on_refer_notify(request)
         elif method == "REFER":
-            self._on_refer(dialog, request, tx)
+            referred.on_refer(self, dialog, request, tx)
         elif method == "OPTIONS":
             tx.respond_code(200)
         else:
             tx.respond_code(501)
 
-    def _on_offer_request(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
-        """re-INVITE or UPDATE: hold, resume, new address, codec change or session refresh."""
-        self._session_refreshed()
-        self._take_session_timer(request, we_are_uac=False)
-        response = sipmsg.make_response(request, 200, to_tag=dialog.local_tag)
-        response.headers.set("Contact", str(dialog.contact))
-        expires = self._session_expires_header()
-        if expires:
-            response.headers.set("Session-Expires", expires)
-            response.headers.set("Require", "timer")
-        if not request.body:
-            if request.method == "INVITE":
-                # Late offer in a re-INVITE: we offer in the 2xx, the ACK answers.
-                self._pending_offer = self.media.full_offer(self.media.codec)
-                response.body = self._pending_offer.sdp.encode()
-                response.headers.set("Content-Type", SDP)
-            self._respond_offer(dialog, tx, response)
-            return
+    @staticmethod
+    def _refer_event(request: Request) -> bool:
         try:
-            answer = self.media.answer(request.body.decode(errors="replace"), hold=self.held_local)
-        except sdp.SdpError as exc:
-            log.info("%sunusable re-offer: %s", self.prefix, exc)
-            tx.respond_code(488, "Not Acceptable Here")
-            return
-        response.body = answer.encode()
-        response.headers.set("Content-Type", SDP)
-        self._respond_offer(dialog, tx, response)
-        self._apply_remote_media()
-
-    def _respond_offer(self, dialog: Dialog, tx: ServerTransaction, response: Response) -> None:
-        if tx.request.method != "INVITE":
-            tx.respond(response)  # UPDATE: a non-INVITE transaction, no ACK
-            return
-        self._spawn(self._await_reinvite_ack(dialog, tx, response))
-
-    async def _await_reinvite_ack(
-        self, dialog: Dialog, tx: ServerTransaction, response: Response
-    ) -> None:
-        """RFC 3261 section 13.3.1.4: the 2xx goes again until the ACK; none in 64*T1
-        ends the call (BYE)."""
-        ack = await self.ua.answer_invite(dialog, tx, response)
-        if ack is not None:
-            self.on_ack(dialog, ack)
-        elif self.active and self._dialog is dialog:
-            await self._end(CallEnded(408, "No ACK for the answer to a re-INVITE", "remote"))
+            event = headers.event(request)
+        except headers.HeaderError:
+            return False
+        return event is not None and event.package.lower() == "refer"
 
     def _apply_remote_media(self) -> None:
         if self._bridge is not None and self._browser is not None:
@@ -521,27 +443,7 @@ class Call:
         held = self.media.remote_holds
         if held != self.held_remote:
             self.held_remote = held
-            self.notify({"type": "held", "id": self.id, "held": held, "by": "remote"})
-
-    def _on_refer(self, dialog: Dialog, request: Request, tx: ServerTransaction) -> None:
-        """The far end transfers our user: only where the account allows it (RFC 3515)."""
-        account = self.account
-        refer_to = request.headers.get("Refer-To") or request.headers.get("r")
-        if account is None or not account.allow_refer:
-            tx.respond_code(403, "Forbidden (transfer not allowed)")
-            return
-        try:
-            uri = Address.parse(refer_to or "").uri
-        except ValueError:
-            tx.respond_code(400, "Bad Refer-To")
-            return
-        # Like a 3xx: the target is routed as if our user dialled it, never sent as it came.
-        redirect = self._redirected(uri, dialog.origin)
-        if redirect is None:
-            tx.respond_code(403, "Forbidden (transfer target not allowed)")
-            return
-        tx.respond_code(202)
-        self._spawn(self._follow_refer(dialog, redirect))
+            self.notify(Held(self.id, held, "remote"))
 
     def _redirected(self, uri: URI, source: Peer) -> Redirect | None:
         """Where a 3xx Contact or a Refer-To may take this call (None: nowhere)."""
@@ -552,46 +454,6 @@ class Call:
     def _credentials_withheld(self, peer: Peer, response: Response) -> None:
         if self.redirector is not None:
             self.redirector.withheld(self, peer, response)
-
-    async def _follow_refer(self, old: Dialog, redirect: Redirect) -> None:
-        """Call the transfer target from the same browser leg and RTP port, then swap."""
-        await self._send_sipfrag(old, "SIP/2.0 100 Trying")
-        offer = self.media.full_offer(self.media.codec)
-        target = redirect.target
-        invite = OutgoingInvite(
-            self.ua,
-            target=target,
-            peer=redirect.peer,
-            from_address=Address(uri=old.local_address.uri, name=old.local_address.name),
-            to_address=Address(uri=target),
-            sdp=offer.sdp.encode(),
-            credentials=redirect.credentials,
-            credential_hosts=redirect.credential_hosts,
-            on_credentials_withheld=self._credentials_withheld,
-            on_redirect=self._redirected,
-        )
-        outcome = await invite.run()
-        if not isinstance(outcome, Answered):
-            await self._send_sipfrag(old, f"SIP/2.0 {outcome.code} {outcome.reason}")
-            return
-        try:
-            self.media.take_answer(outcome.sdp.decode(errors="replace"), offer)
-        except sdp.SdpError:
-            await self.ua.bye(outcome.dialog)
-            await self._send_sipfrag(old, "SIP/2.0 488 Not Acceptable Here")
-            return
-        self.ua.register_dialog(outcome.dialog, self)
-        self._dialog = outcome.dialog
-        self._apply_remote_media()
-        await self._send_sipfrag(old, "SIP/2.0 200 OK")
-        self.ua.unregister_dialog(old)
-        await self.ua.bye(old)
-        self.notify({"type": "transferred", "id": self.id, "to": str(target)})
-
-    async def _send_sipfrag(self, dialog: Dialog, status: str) -> None:
-        final = "terminated;reason=noresource" if not status.startswith("SIP/2.0 1") else "active"
-        body = (status + "\r\n").encode()
-        await self.ua.notify(dialog, "refer", final, body, "message/sipfrag;version=2.0")
 
     # --- ending ---------------------------------------------------------------------
 
@@ -628,15 +490,7 @@ class Call:
         if self._sip_media is not None:
             self._sip_media.close()
         self.ended.set_result(ended)
-        self.notify(
-            {
-                "type": "hangup",
-                "id": self.id,
-                "code": ended.code,
-                "reason": ended.reason,
-                "by": ended.by,
-            }
-        )
+        self.notify(Hangup(self.id, ended.code, ended.reason, ended.by))
         log.info("%sended: %d %s (%s)", self.prefix, ended.code, ended.reason, ended.by)
         if dialog is not None:
             await self.ua.bye(dialog)

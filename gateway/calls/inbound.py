@@ -5,43 +5,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from collections.abc import Callable
 
 import sdp
+from gateway.calls import events as ev
 from gateway.calls.call import Call, CallEnded, CallError, CallState
+from gateway.calls.events import Effect
+from gateway.calls.machine import CallKind
+from gateway.calls.page import (
+    CallFailed,
+    Hangup,
+    Incoming,
+    PageCall,
+    PageMessage,
+    SessionHost,
+)
 from gateway.config import Config, Trunk, User
 from gateway.media.browser_leg import BrowserLeg, BrowserMediaError
 from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.sip.dialog import Dialog
 from gateway.sip.transaction import TransactionTimeout
 from gateway.sip.ua import IncomingInvite, UserAgent
 
 log = logging.getLogger(__name__)
 
 
-class Ringable(Protocol):
-    """A page session that can ring: it shows the call and forgets it when told."""
+# The page sessions a call rings on.
+Ringable = SessionHost
 
-    def notify(self, message: dict[str, Any]) -> None: ...
-
-    def adopt(self, call: Any) -> None: ...
-
-    def release(self, call: Any) -> None: ...
+ANSWERED_ELSEWHERE = (200, "Answered elsewhere", "remote")
 
 
-def stop_ringing_others(call: Any, ringing: list[Ringable], answered: Ringable) -> list[Ringable]:
+def stop_ringing_others(
+    call: PageCall, ringing: list[SessionHost], answered: SessionHost
+) -> list[SessionHost]:
     """One page answered: the others stop ringing and forget the call. Returns what still
     rings: the page that answered."""
     for other in ringing:
         if other is not answered:
-            other.notify(
-                {
-                    "type": "hangup",
-                    "id": call.id,
-                    "code": 200,
-                    "reason": "Answered elsewhere",
-                    "by": "remote",
-                }
-            )
+            other.notify(Hangup(call.id, *ANSWERED_ELSEWHERE))
             other.release(call)
     return [answered]
 
@@ -53,6 +55,8 @@ def caller_of(incoming: IncomingInvite) -> tuple[str, str]:
 
 
 class InboundCall(Call):
+    kind = CallKind.INBOUND
+
     def __init__(
         self,
         call_id: str,
@@ -72,9 +76,10 @@ class InboundCall(Call):
         self.user = user
         self.ringing: list[Ringable] = list(sessions)
         self._remote_offer: sdp.RemoteMedia | None = None
+        self._answering: SessionHost | None = None  # the page that accepted
         incoming.on_cancel = self._on_caller_cancel
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: PageMessage) -> None:
         for session in self.ringing:
             session.notify(message)
 
@@ -86,20 +91,10 @@ class InboundCall(Call):
         # Known to its pages from the start: a page that goes away during set-up leaves it.
         for session in self.ringing:
             session.adopt(self)
-        if self.session_too_brief(self.incoming.request):
-            minimum = str(self.config.min_session_expires)
-            self.incoming.reject(422, "Session Interval Too Small", headers=(("Min-SE", minimum),))
-            await self._end(CallEnded(422, "Session interval too small", "remote"))
+        refused = self._refused()
+        if refused is not None:
+            await self._end(refused)
             return
-        offer = self.incoming.sdp
-        if offer is not None:
-            try:
-                self._remote_offer = sdp.parse_remote(offer.decode(errors="replace"))
-            except sdp.SdpError as exc:
-                log.info("%sunusable offer: %s", self.prefix, exc)
-                self._reject(488)
-                await self._end(CallEnded(488, f"Unusable offer: {exc}", "remote"))
-                return
         try:
             await self._open_sip_media()
         except (PortsExhausted, OSError):
@@ -127,18 +122,37 @@ class InboundCall(Call):
         if await self._ended_during_setup():
             return  # e.g. CANCEL while the peer connection made its offer
         number, name = caller_of(self.incoming)
-        message: dict[str, Any] = {
-            "type": "incoming",
-            "id": self.id,
-            "from": number,
-            "sdp": page_offer,
-        }
-        if name:
-            message["fromName"] = name
-        self.notify(message)
-        self.incoming.ring(180)
-        self._set_state(CallState.RINGING)
-        self._timer("ring", self.config.ring_timeout, self._on_ring_timeout)
+        self.notify(Incoming(self.id, number, page_offer, name))
+        self._fire(ev.PagesRung())  # ringing: 180 to the caller, ring_timeout started
+
+    def _refused(self) -> CallEnded | None:
+        """An INVITE refused before anything is set up: its session interval or its SDP."""
+        if self.session_too_brief(self.incoming.request):
+            minimum = str(self.config.min_session_expires)
+            self.incoming.reject(422, "Session Interval Too Small", headers=(("Min-SE", minimum),))
+            return CallEnded(422, "Session interval too small", "remote")
+        offer = self.incoming.sdp
+        if offer is not None:
+            try:
+                self._remote_offer = sdp.parse_remote(offer.decode(errors="replace"))
+            except sdp.SdpError as exc:
+                log.info("%sunusable offer: %s", self.prefix, exc)
+                self._reject(488)
+                return CallEnded(488, f"Unusable offer: {exc}", "remote")
+        return None
+
+    def _execute_setup(self, effect: Effect) -> None:
+        if isinstance(effect, ev.SendRinging):
+            self.incoming.ring(effect.code)
+        elif isinstance(effect, ev.StopRingingOthers) and self._answering is not None:
+            self.ringing = stop_ringing_others(self, self.ringing, self._answering)
+        elif isinstance(effect, ev.SendAnswer):
+            self._spawn(self._complete(effect.sdp))  # the 200 once the page's answer is in
+        else:
+            super()._execute_setup(effect)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        return {**super()._timers_fire(), "ring": self._on_ring_timeout}
 
     def _on_ring_timeout(self) -> None:
         log.info("%snobody answered in %.0f s", self.prefix, self.config.ring_timeout)
@@ -150,13 +164,11 @@ class InboundCall(Call):
 
     # --- page requests ---------------------------------------------------------------
 
-    def accept(self, session: Any, answer: str) -> None:
+    def accept(self, session: SessionHost, answer: str) -> None:
         if self.state is not CallState.RINGING or session not in self.ringing:
             raise CallError("bad-state", "this call is no longer ringing here")
-        self._cancel_timer("ring")
-        self._set_state(CallState.ANSWERING)
-        self.ringing = stop_ringing_others(self, self.ringing, session)
-        self._spawn(self._complete(answer))
+        self._answering = session
+        self._fire(ev.PageAccept(answer))
 
     async def _complete(self, page_answer: str) -> None:
         assert self._browser is not None
@@ -165,7 +177,7 @@ class InboundCall(Call):
         except BrowserMediaError as exc:
             if await self._ended_during_setup():
                 return
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self.notify(CallFailed(self.id, "bad-sdp", str(exc)))
             self._reject(488)
             await self._end(CallEnded(488, str(exc), "local"))
             return
@@ -192,16 +204,15 @@ class InboundCall(Call):
         if dialog is None or not self.active:
             return
         self._bridge_media(browser_codec)
-        self._connected()
-        self.notify({"type": "answer", "id": self.id})
+        self._fire(ev.AckReceived())  # connected: the watchdog starts, the page is told
 
-    async def _bye_late(self, dialog: Any) -> None:
+    async def _bye_late(self, dialog: Dialog | None) -> None:
         """A dialog the 200 made after `_end` ran (which then had none to end)."""
         self._dialog = None
         if dialog is not None:
             await self.ua.bye(dialog)  # no-op if _end already ended it
 
-    async def _answer_sip(self, browser_codec: sdp.Codec) -> Any:
+    async def _answer_sip(self, browser_codec: sdp.Codec) -> Dialog:
         incoming = self.incoming
         self._take_session_timer(incoming.request, we_are_uac=False)
         headers: list[tuple[str, str]] = []
@@ -238,7 +249,7 @@ class InboundCall(Call):
         self._dialog = dialog
         return dialog
 
-    def reject(self, session: Any, code: int) -> None:
+    def reject(self, session: SessionHost, code: int) -> None:
         if self.state is not CallState.RINGING:
             raise CallError("bad-state", "this call is no longer ringing")
         if code == 486 and len(self.ringing) > 1:
@@ -249,14 +260,14 @@ class InboundCall(Call):
         self._reject(code)
         self._spawn_end(CallEnded(code, "Declined", "local"))
 
-    def hangup(self, session: Any = None) -> None:
+    def hangup(self, session: SessionHost | None = None) -> None:
         if self.state is CallState.RINGING:
             self._reject(486)
             self._spawn_end(CallEnded(486, "Declined", "local"))
             return
         super().hangup(session)
 
-    def leave(self, session: Any) -> None:
+    def leave(self, session: SessionHost) -> None:
         if session in self.ringing and self.state in (CallState.NEW, CallState.RINGING):
             self.ringing.remove(session)
             if not self.ringing:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
 
 from sipmessage import URI, Address
 
 import sdp
+from gateway.calls import events as ev
 from gateway.calls.call import Call, CallEnded, CallState, Notify, Route
+from gateway.calls.machine import CallKind
+from gateway.calls.page import CallFailed, SessionHost
 from gateway.calls.timing import SetupTimes
 from gateway.config import Config, User
 from gateway.dialplan import credential_hosts
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class OutboundCall(Call):
+    kind = CallKind.OUTBOUND
+
     def __init__(
         self,
         call_id: str,
@@ -82,6 +87,10 @@ class OutboundCall(Call):
             log.warning("%sno RTP port: %s", self.prefix, exc)
             await self._end(CallEnded(503, "No media port available", "gateway"))
             return
+        if await self._ended_during_setup():
+            # Hung up while the port was being opened: no INVITE for an ended call (the
+            # transition table refuses ENDED -> CALLING).
+            return
         try:
             self._sip_offer = sdp.browser_offer_to_sip(
                 self.offer,
@@ -92,7 +101,7 @@ class OutboundCall(Call):
                 telephone_event=True,
             )
         except sdp.SdpError as exc:
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self.notify(CallFailed(self.id, "bad-sdp", str(exc)))
             await self._end(CallEnded(488, f"Unusable offer: {exc}", "gateway"))
             return
         trunk = self.route.trunk
@@ -120,8 +129,7 @@ class OutboundCall(Call):
             on_credentials_withheld=self._credentials_withheld,
         )
         self._invite = invite
-        self._set_state(CallState.CALLING)
-        self._timer("no-answer", self.config.no_answer_timeout, self._on_no_answer)
+        self._fire(ev.Dialled())  # calling; Timer B of the page's wait: no_answer_timeout
         outcome = await invite.run()
         if self._timings is not None and invite.first_sent_at is not None:
             self._timings.record("offer_to_invite", invite.first_sent_at - self._offer_at)
@@ -130,6 +138,9 @@ class OutboundCall(Call):
             await self._on_failed(outcome)
             return
         await self._on_answered(outcome)
+
+    def _timers_fire(self) -> dict[str, Callable[[], None]]:
+        return {**super()._timers_fire(), "no-answer": self._on_no_answer}
 
     def _on_no_answer(self) -> None:
         log.info("%sno answer after %.0f s", self.prefix, self.config.no_answer_timeout)
@@ -141,8 +152,7 @@ class OutboundCall(Call):
         if not self.active:
             return
         if self.state is CallState.CALLING:
-            self._set_state(CallState.RINGING)
-            self.notify({"type": "ringing", "id": self.id, "code": provisional.code})
+            self._fire(ev.ProvisionalReceived(provisional.code))
         if provisional.sdp is not None:
             # Early media (RFC 3960): bridge the network's ringback before the answer.
             self._spawn(self._early_media(provisional.sdp))
@@ -158,8 +168,7 @@ class OutboundCall(Call):
         if await self._ended_during_setup():
             return
         if first and self.active and self.state in (CallState.CALLING, CallState.RINGING):
-            self._set_state(CallState.EARLY_MEDIA)
-            self.notify({"type": "progress", "id": self.id, "sdp": answer})
+            self._fire(ev.EarlyMediaReady(answer))
 
     async def _connect_media(self, body: bytes) -> str:
         """Bridge to the SIP side's latest SDP (183 or 200); the browser leg is made once,
@@ -197,15 +206,14 @@ class OutboundCall(Call):
             if await self._ended_during_setup():
                 return
             log.warning("%sunusable answer: %s", self.prefix, exc)
-            self.notify({"type": "error", "id": self.id, "code": "bad-sdp", "message": str(exc)})
+            self.notify(CallFailed(self.id, "bad-sdp", str(exc)))
             await self._end(CallEnded(488, f"Unusable SDP answer: {exc}", "gateway"))
             return
         if await self._ended_during_setup() or not self.active:
             return
         if outcome.response is not None:
             self._take_session_timer(outcome.response, we_are_uac=True)
-        self._connected()
-        self.notify({"type": "answer", "id": self.id, "sdp": answer})
+        self._fire(ev.AnsweredReceived(answer))
         if self._timings is not None:
             self._timings.record("ok_to_answer", time.monotonic() - answered_at)
 
@@ -217,7 +225,7 @@ class OutboundCall(Call):
         else:
             await self._end(CallEnded(failed.code, failed.reason, "remote"))
 
-    def hangup(self, session: Any = None) -> None:
+    def hangup(self, session: SessionHost | None = None) -> None:
         """The browser hung up: CANCEL while ringing, BYE once answered."""
         if not self.active:
             return

@@ -2,6 +2,7 @@
 
 The caller's offer goes to every open page of the callee, the first answer back to the
 caller, and candidates both ways; media flows between the browsers (or through TURN).
+Its states move by the browser-to-browser table of the call core (machine.py).
 """
 
 from __future__ import annotations
@@ -10,22 +11,28 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.calls.call import CallEnded, CallError, CallState
-from gateway.calls.inbound import Ringable, stop_ringing_others
+from sipmessage import URI
+
+from gateway.calls import events as ev
+from gateway.calls.call import CallError
+from gateway.calls.events import CallEnded, Effect
+from gateway.calls.inbound import stop_ringing_others
+from gateway.calls.machine import CallCore, CallKind, CallState, CoreDriven, Timeouts
+from gateway.calls.page import Candidate, Hangup, Incoming, SessionHost
 from gateway.config import User
 
 log = logging.getLogger(__name__)
 
 
-class PeerCall:
+class PeerCall(CoreDriven):
     def __init__(
         self,
         call_id: str,
         *,
-        caller: Ringable,
+        caller: SessionHost,
         caller_user: User | None,
         callee: User,
-        sessions: list[Ringable],
+        sessions: list[SessionHost],
         offer: str,
         ring_timeout: float,
     ) -> None:
@@ -36,10 +43,11 @@ class PeerCall:
         self.ringing = list(sessions)
         self.offer = offer
         self.ring_timeout = ring_timeout
-        self.state = CallState.NEW
-        self.history = [CallState.NEW]
+        self._core = CallCore(CallKind.PEER, call_id, Timeouts(ring=ring_timeout))
         self.ended: asyncio.Future[CallEnded] = asyncio.get_running_loop().create_future()
         self._ring_timer: asyncio.TimerHandle | None = None
+        # Who hung up, so that page hears "local" and the others the core's `by`.
+        self._hung_up_by: SessionHost | None = None
         self.prefix = f"[call {call_id[:12]}] "
 
     @property
@@ -49,47 +57,51 @@ class PeerCall:
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state.value, "browser_to_browser": True}
 
-    def _set_state(self, state: CallState) -> None:
-        log.info("%s%s -> %s (browser to browser)", self.prefix, self.state, state)
-        self.state = state
-        self.history.append(state)
+    def _handle(self, event: ev.Event, session: SessionHost | None = None) -> None:
+        self._run(self._core.handle(event), session)
+
+    def _run(self, effects: list[Effect], session: SessionHost | None) -> None:
+        for effect in effects:
+            if isinstance(effect, ev.TellPage) and not isinstance(effect.message, Hangup):
+                # (Hangup: `_release` tells each page, with who hung up from its view.)
+                targets = [self.caller] if effect.to is ev.Audience.PAGES else self.ringing
+                for target in targets:
+                    target.notify(effect.message)
+            elif isinstance(effect, ev.StartTimer):
+                loop = asyncio.get_running_loop()
+                self._ring_timer = loop.call_later(effect.seconds, self._no_answer)
+            elif isinstance(effect, ev.CancelTimer | ev.CancelAllTimers):
+                if self._ring_timer is not None:
+                    self._ring_timer.cancel()
+            elif isinstance(effect, ev.StopRingingOthers):
+                assert session is not None
+                self.ringing = stop_ringing_others(self, self.ringing, session)
+            elif isinstance(effect, ev.Release):
+                self._release(effect.ended)
 
     def start(self) -> None:
         if not self.ringing:
-            self._finish(
-                CallEnded(480, f"{self.callee.name} is not online", "remote"), notify_callees=False
-            )
+            ended = CallEnded(480, f"{self.callee.name} is not online", "remote")
+            self._handle(ev.SetupFailed(ended))
             return
         caller = self.caller_user
-        message: dict[str, Any] = {
-            "type": "incoming",
-            "id": self.id,
-            "from": (caller.extension or caller.name) if caller else "anonymous",
-            "sdp": self.offer,
-        }
-        if caller and caller.display_name:
-            message["fromName"] = caller.display_name
+        number = (caller.extension or caller.name) if caller else "anonymous"
+        name = (caller.display_name or "") if caller else ""
         for session in self.ringing:
             session.adopt(self)
-            session.notify(message)
-        self._set_state(CallState.RINGING)
-        self.caller.notify({"type": "ringing", "id": self.id, "code": 180})
-        self._ring_timer = asyncio.get_running_loop().call_later(self.ring_timeout, self._no_answer)
+            session.notify(Incoming(self.id, number, self.offer, name))
+        self._handle(ev.PagesRung())
 
     def _no_answer(self) -> None:
-        self._finish(CallEnded(480, "No answer", "remote"))
+        if self.state is CallState.RINGING:
+            self._handle(ev.RingTimeout())
 
-    def accept(self, session: Any, answer: str) -> None:
+    def accept(self, session: SessionHost, answer: str) -> None:
         if self.state is not CallState.RINGING or session not in self.ringing:
             raise CallError("bad-state", "this call is no longer ringing here")
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-        self.ringing = stop_ringing_others(self, self.ringing, session)
-        self._set_state(CallState.CONNECTED)
-        self.caller.notify({"type": "answer", "id": self.id, "sdp": answer})
-        session.notify({"type": "answer", "id": self.id})
+        self._handle(ev.PageAccept(answer), session)
 
-    def reject(self, session: Any, code: int) -> None:
+    def reject(self, session: SessionHost, code: int) -> None:
         if self.state is not CallState.RINGING:
             raise CallError("bad-state", "this call is no longer ringing")
         if code == 486 and len(self.ringing) > 1:
@@ -97,38 +109,25 @@ class PeerCall:
             self.leave(session)
             session.release(self)
             return
-        reason = "Busy Here" if code == 486 else "Declined"
-        self._finish(CallEnded(code, reason, "remote"))
+        self._handle(ev.PageReject(code))
 
-    def candidate(self, session: Any, candidate: dict[str, Any] | None) -> None:
+    def candidate(self, session: SessionHost, candidate: dict[str, Any] | None) -> None:
         """Trickle ICE between the two pages (RFC 8838): to whichever side did not send it."""
         targets = self.ringing if session is self.caller else [self.caller]
         for target in targets:
-            target.notify({"type": "candidate", "id": self.id, "candidate": candidate})
+            target.notify(Candidate(self.id, candidate))
 
-    def hangup(self, session: Any = None) -> None:
+    def hangup(self, session: SessionHost | None = None) -> None:
         if not self.active:
             return
-        if session is self.caller:
-            code, reason = (
-                (487, "Cancelled by caller")
-                if self.state is CallState.RINGING
-                else (200, "Remote party hung up")
-            )
-            self._finish(CallEnded(code, reason, "remote"), by_caller=True)
-        else:
-            code, reason = (
-                (486, "Declined")
-                if self.state is CallState.RINGING
-                else (200, "Remote party hung up")
-            )
-            self._finish(CallEnded(code, reason, "remote"), by_callee=session)
+        self._hung_up_by = session
+        self._handle(ev.PageHangup() if session is self.caller else ev.CalleeHangup())
 
-    def leave(self, session: Any) -> None:
+    def leave(self, session: SessionHost) -> None:
         if session in self.ringing and self.state is CallState.RINGING:
             self.ringing.remove(session)
             if not self.ringing:
-                self._finish(CallEnded(480, f"{self.callee.name} is not online", "remote"))
+                self._handle(ev.PagesGone(self.callee.name))
 
     async def send_dtmf(self, digits: str) -> None:
         raise CallError("bad-state", "browser-to-browser calls send DTMF in the page itself")
@@ -136,30 +135,26 @@ class PeerCall:
     async def hold(self, on: bool) -> None:
         raise CallError("bad-state", "hold is not relayed on browser-to-browser calls yet")
 
-    async def transfer(self, to: str, target: Any) -> None:
+    async def transfer(self, to: str, target: URI) -> None:
         raise CallError("bad-state", "transfer is not possible on browser-to-browser calls")
 
-    def _finish(
-        self,
-        ended: CallEnded,
-        *,
-        notify_callees: bool = True,
-        by_caller: bool = False,
-        by_callee: Any = None,
-    ) -> None:
+    def _release(self, ended: CallEnded) -> None:
+        """ENDING: tell both sides, let the pages forget the call; then ENDED."""
         if self.ended.done():
             return
-        if self._ring_timer is not None:
-            self._ring_timer.cancel()
-        self._set_state(CallState.ENDED)
-        message = {"type": "hangup", "id": self.id, "code": ended.code, "reason": ended.reason}
-        self.caller.notify({**message, "by": "local" if by_caller else ended.by})
-        if notify_callees:
-            for session in self.ringing:
-                session.notify({**message, "by": "local" if session is by_callee else ended.by})
+        by_caller = self._hung_up_by is self.caller and self._hung_up_by is not None
+        self.caller.notify(self._hangup(ended, "local" if by_caller else ended.by))
+        for session in self.ringing:
+            by = "local" if session is self._hung_up_by else ended.by
+            session.notify(self._hangup(ended, by))
         for session in self.ringing:
             session.release(self)
         self.ended.set_result(ended)
+        self._core.handle(ev.Released())
+
+    def _hangup(self, ended: CallEnded, by: str) -> Hangup:
+        return Hangup(self.id, ended.code, ended.reason, by)
 
     async def close(self, reason: str = "Gateway shutting down") -> None:
-        self._finish(CallEnded(503, reason, "gateway"))
+        if self.active:
+            self._handle(ev.Shutdown(reason))
