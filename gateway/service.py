@@ -92,6 +92,7 @@ class Gateway:
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        aiortc_seam.install()
         aiortc_seam.configure_ice_addresses(self.config.effective_ice_addresses())
         await self.sip_guard.start(self.trusted_hosts())
         await self.ua.start()

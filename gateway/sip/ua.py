@@ -20,7 +20,7 @@ from sipmessage import URI, Address, Request, Response
 
 from gateway.sip import message as sipmsg
 from gateway.sip.auth import AuthError, Credentials, DigestClient
-from gateway.sip.dialog import Dialog, DialogState, peer_for_uri
+from gateway.sip.dialog import Dialog, DialogState
 from gateway.sip.indialog import InDialogRequests, cancel_for
 from gateway.sip.transaction import (
     ServerTransaction,
@@ -30,6 +30,7 @@ from gateway.sip.transaction import (
 )
 from gateway.sip.transport import Peer, SipTransport, TlsSettings, TransportKind
 from gateway.sip.uas2xx import send_2xx_until_ack
+from gateway.sip.values import peer_for_uri
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,69 @@
+"""Import layering: what importing a module may load and change (docs/architecture.md,
+"Import rules"). Each check runs in a fresh interpreter, since this one has everything
+loaded already."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("aiortc", "aioice", "av", "aiohttp")
+
+
+def _run(code: str) -> object:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_importing_the_configuration_loads_no_media_transport_or_ua_code() -> None:
+    loaded = _run(
+        "import json, sys\n"
+        "from gateway.config import Config, ConfigError, DialPlan, Trunk, User, from_mapping,"
+        " from_toml, parse_trunk, validate\n"
+        "config = from_mapping({'trunk': {'uri': 'sip:pbx.example;transport=tcp'}})\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    assert isinstance(loaded, list)
+    heavy = sorted({name.split(".")[0] for name in loaded} & set(HEAVY))
+    assert heavy == []
+    below = {"gateway.sip.values", "gateway.media.values", "gateway.policy"}
+    gateway_code = {n for n in loaded if n.startswith("gateway.")} - below
+    layers = {n for n in gateway_code if not n.startswith(("gateway.config", "gateway.signin"))}
+    # Packages themselves (empty __init__) are fine; no module of media, sip or calls is.
+    assert layers <= {"gateway.sip", "gateway.media"}
+    assert "gateway.media.aiortc_seam" not in loaded
+
+
+def test_importing_the_aiortc_seam_changes_nothing_in_aiortc_until_install() -> None:
+    result = _run(
+        "import json, aioice.ice, aiortc.rtcpeerconnection\n"
+        "from aiortc import RTCCertificate\n"
+        "import copy\n"
+        "def state():\n"
+        "    return [aiortc.rtcpeerconnection.copy is copy, aioice.ice.copy is copy,\n"
+        "            RTCCertificate.generateCertificate.__func__.__module__]\n"
+        "before = state()\n"
+        "from gateway.media import aiortc_seam\n"
+        "from gateway.media.browser_leg import BrowserLeg\n"
+        "from gateway.service import Gateway\n"
+        "after_import = state()\n"
+        "aiortc_seam.install()\n"
+        "aiortc_seam.install()\n"
+        "print(json.dumps([before, after_import, state()]))\n"
+    )
+    assert isinstance(result, list)
+    before, after_import, installed = result
+    assert before == [True, True, "aiortc.rtcdtlstransport"]
+    assert after_import == before
+    assert installed == [False, False, "gateway.media.aiortc_seam"]
