@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gateway import runtime
 from gateway.cluster import WorkerSpec
 from gateway.config import Config, ConfigError
 
@@ -67,14 +68,12 @@ def check(config: Config) -> None:
 
 
 def _worker_main(config: Config, spec: WorkerSpec, ready: Any, verbosity: int) -> None:
-    from gateway import cli  # the worker's own interpreter (spawn) imports it fresh
-
-    cli.configure_logging(verbosity, tag=f"w{spec.index + 1}")
+    runtime.configure_logging(verbosity, tag=f"w{spec.index + 1}")
 
     def report(sip_port: int, tls_port: int) -> None:
         ready.put(Ready(spec.index, sip_port, tls_port))
 
-    code = cli.run_serve(worker_config(config, spec.index, spec.count), spec, report)
+    code = runtime.run_serve(worker_config(config, spec.index, spec.count), spec, report)
     raise SystemExit(code)
 
 

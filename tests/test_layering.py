@@ -67,3 +67,17 @@ def test_importing_the_aiortc_seam_changes_nothing_in_aiortc_until_install() -> 
     assert before == [True, True, "aiortc.rtcdtlstransport"]
     assert after_import == before
     assert installed == [False, False, "gateway.media.aiortc_seam"]
+
+
+def test_workers_and_cli_do_not_import_each_other() -> None:
+    """Both run a gateway through gateway/runtime.py; a worker process never loads the CLI."""
+    loaded = _run(
+        "import ast, json, sys\n"
+        "import gateway.workers\n"
+        "tree = ast.parse(open('gateway/workers.py').read())\n"
+        "names = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)"
+        " for a in n.names] + [n.module for n in ast.walk(tree)"
+        " if isinstance(n, ast.ImportFrom)]\n"
+        "print(json.dumps(['gateway.cli' in sys.modules, 'cli' in names]))\n"
+    )
+    assert loaded == [False, False]
