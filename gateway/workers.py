@@ -4,7 +4,7 @@ Python runs one thread of bytecode per process, and a relayed call costs the sam
 whichever thread carries it, so a machine's cores are used by processes. Each worker is a
 whole gateway with its own SIP port (the configured one plus 2 x its index, leaving
 port + 1 for TLS), its own slice of the RTP range and its own demo endpoint; they share
-the HTTP port through SO_REUSEPORT, and gateway/cluster.py relays signalling between a
+the HTTP port through SO_REUSEPORT, and gateway/cluster/ relays signalling between a
 page in one worker and a call in another. Only the first worker registers accounts, so
 inbound calls arrive at the configured SIP port, and any worker may place calls.
 

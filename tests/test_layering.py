@@ -81,3 +81,47 @@ def test_workers_and_cli_do_not_import_each_other() -> None:
         "print(json.dumps(['gateway.cli' in sys.modules, 'cli' in names]))\n"
     )
     assert loaded == [False, False]
+
+
+def _gateway_imports(path: Path) -> set[str]:
+    """Every gateway or sdp module `path` imports, at any level (function bodies and
+    TYPE_CHECKING blocks included: a hidden import is still an import)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n for n in names if n.split(".")[0] in ("gateway", "sdp")}
+
+
+# (package, what its modules may import from gateway/ and sdp/)
+RULES = {
+    "sdp": ("sdp",),
+    "gateway/sip": ("gateway.sip",),
+    "gateway/media": ("gateway.media", "gateway.sip", "sdp"),
+    "gateway/config": (
+        "gateway.config",
+        "gateway.sip.values",
+        "gateway.media.values",
+        "gateway.policy",
+        "gateway.signin",
+    ),
+}
+
+
+def test_each_layer_imports_only_from_itself_and_below() -> None:
+    broken = []
+    for package, allowed in RULES.items():
+        for path in sorted((ROOT / package).glob("*.py")):
+            for name in _gateway_imports(path):
+                if not name.startswith(allowed):
+                    broken.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert broken == []
+
+
+def test_value_leaves_import_no_machinery() -> None:
+    for leaf in ("gateway/sip/values.py", "gateway/media/values.py", "gateway/policy.py"):
+        assert _gateway_imports(ROOT / leaf) == set(), leaf

@@ -84,7 +84,7 @@ class Session:
             self.error("internal", "the gateway could not handle this message")
 
     def _forwarded(self, message: protocol.ClientMessage, text: str | bytes) -> bool:
-        """A request for a call another worker owns goes there as it came (cluster.py)."""
+        """A request for a call another worker owns goes there as it came (gateway/cluster/)."""
         if isinstance(message, (protocol.Hello, protocol.Call)) or not self.greeted:
             return False
         forward = getattr(self.calls.get(message.id), "forward", None)

@@ -1,6 +1,6 @@
 """The sign-in settings: `[auth]` and the WebSocket guards of `[server]`.
 
-Kept out of gateway/config.py so that module only holds one field and one call for them.
+Kept out of gateway/config/ so that package only holds one field and one call for them.
 """
 
 from __future__ import annotations
