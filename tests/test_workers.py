@@ -211,7 +211,9 @@ def test_worker_config_splits_ports_without_overlap() -> None:
         validate(replace(config, http_port=0))
 
 
-async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(tmp_path: Path) -> None:
+async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = Gateway(Config(sip_port=0, users=(User(name="alice"),)), WorkerSpec(0, 2, tmp_path))
     assert gateway.cluster is not None
     await gateway.cluster.start()
@@ -228,5 +230,8 @@ async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(tmp_path: P
                 await asyncio.sleep(0.01)
         (ringable,) = gateway.sessions_of(User(name="alice"))
         assert ringable.id == "s1" and ringable.user == User(name="alice")
+        # Dropped with a line saying why, never a traceback (gateway/cluster/ops.py).
+        dropped = [r for r in caplog.records if "worker message dropped" in r.getMessage()]
+        assert dropped and not any(r.exc_info for r in caplog.records)
     finally:
         await gateway.cluster.close()
