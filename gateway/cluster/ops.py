@@ -7,9 +7,10 @@ not one of these is refused with `ValueError` and dropped by the receiver.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from gateway.signaling.messages import Registration
 
@@ -24,49 +25,42 @@ def _id(data: dict[str, Any], key: str) -> str:
     return value
 
 
+class _Ids:
+    """An op whose fields are all ids (session, call, user name): encoded as they are,
+    each checked by `_id` when parsed."""
+
+    op: ClassVar[str]
+
+    def fields(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> Self:
+        return cls(**{f.name: _id(data, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Sync:
+class Sync(_Ids):
     """A worker started: tell it your pages and registrations."""
 
     op: ClassVar[str] = "sync"
 
-    def fields(self) -> dict[str, Any]:
-        return {}
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Sync:
-        return cls()
-
 
 @dataclass(frozen=True)
-class Announce:
+class Announce(_Ids):
     """A page said hello on the sender: its user's calls may ring it from anywhere."""
 
     op: ClassVar[str] = "session"
     session: str
     user: str
 
-    def fields(self) -> dict[str, Any]:
-        return {"session": self.session, "user": self.user}
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Announce:
-        return cls(_id(data, "session"), _id(data, "user"))
-
 
 @dataclass(frozen=True)
-class Withdraw:
+class Withdraw(_Ids):
     """A page is gone (or was never there, when a call's worker named it too late)."""
 
     op: ClassVar[str] = "gone"
     session: str
-
-    def fields(self) -> dict[str, Any]:
-        return {"session": self.session}
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Withdraw:
-        return cls(_id(data, "session"))
 
 
 @dataclass(frozen=True)
@@ -123,35 +117,21 @@ class Notify:
 
 
 @dataclass(frozen=True)
-class Adopt:
+class Adopt(_Ids):
     """A call on the sender now rings (or belongs to) a page on the receiver."""
 
     op: ClassVar[str] = "adopt"
     session: str
     call: str
 
-    def fields(self) -> dict[str, Any]:
-        return {"session": self.session, "call": self.call}
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Adopt:
-        return cls(_id(data, "session"), _id(data, "call"))
-
 
 @dataclass(frozen=True)
-class Release:
+class Release(_Ids):
     """The page on the receiver is done with a call on the sender."""
 
     op: ClassVar[str] = "release"
     session: str
     call: str
-
-    def fields(self) -> dict[str, Any]:
-        return {"session": self.session, "call": self.call}
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> Release:
-        return cls(_id(data, "session"), _id(data, "call"))
 
 
 Op = Sync | Announce | Withdraw | RegistrationChanged | Request | Notify | Adopt | Release

@@ -17,7 +17,7 @@ from gateway.cluster import ops
 from gateway.config import User
 from gateway.signaling import messages, protocol
 from gateway.signaling.protocol import ProtocolError
-from gateway.signaling.requests import PageCalls
+from gateway.signaling.requests import PageCalls, answering_errors
 
 if TYPE_CHECKING:
     from gateway.cluster.mesh import Cluster
@@ -84,18 +84,14 @@ class RemoteSession:
 
     async def on_request(self, text: str) -> None:
         """The page's request for a call here, forwarded by its worker."""
-        try:
-            message = protocol.parse(text)
-            if isinstance(message, (protocol.Hello, protocol.Call)):
-                # The page's own worker handles these; only requests for calls come here.
-                raise ProtocolError("bad-request", "not a request for a call on this worker")
-            await self.page_calls.handle(message)
-        except ProtocolError as exc:
-            log.info("session %s: %s: %s", self.id, exc.code, exc.message)
-            self.error(exc.code, exc.message, exc.call_id)
-        except Exception:
-            log.exception("session %s: internal error", self.id)
-            self.error("internal", "the gateway could not handle this message")
+        await answering_errors(self.id, self.error, self._request(text))
+
+    async def _request(self, text: str) -> None:
+        message = protocol.parse(text)
+        if isinstance(message, (protocol.Hello, protocol.Call)):
+            # The page's own worker handles these; only requests for calls come here.
+            raise ProtocolError("bad-request", "not a request for a call on this worker")
+        await self.page_calls.handle(message)
 
     async def close(self) -> None:
         """The page is gone from its worker: end the calls it owns, leave the others."""

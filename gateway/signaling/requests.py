@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.calls.call import CallError
@@ -33,6 +33,20 @@ CallRequest = (
     | protocol.Hold
     | protocol.Transfer
 )
+
+
+async def answering_errors(name: str, error: ReportError, request: Awaitable[None]) -> None:
+    """Run one page request; what goes wrong is answered to the page with `error`, and the
+    socket and the page's other calls go on."""
+    try:
+        await request
+    except ProtocolError as exc:
+        log.info("session %s: %s: %s", name, exc.code, exc.message)
+        error(exc.code, exc.message, exc.call_id)
+    except Exception:
+        # A bug must cost one request, not the page's socket and its other calls.
+        log.exception("session %s: internal error", name)
+        error("internal", "the gateway could not handle this message", None)
 
 
 class PageCalls:

@@ -13,7 +13,7 @@ from gateway.calls.page import PageMessage
 from gateway.config import User
 from gateway.signaling import messages, protocol
 from gateway.signaling.protocol import ProtocolError
-from gateway.signaling.requests import PageCalls
+from gateway.signaling.requests import PageCalls, answering_errors
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -70,18 +70,12 @@ class Session:
     # --- messages from the page ------------------------------------------------------
 
     async def on_text(self, text: str | bytes) -> None:
-        try:
-            message = protocol.parse(text)
-            if self._forwarded(message, text):
-                return
+        await answering_errors(self.id, self.error, self._on_text(text))
+
+    async def _on_text(self, text: str | bytes) -> None:
+        message = protocol.parse(text)
+        if not self._forwarded(message, text):
             await self._handle(message)
-        except ProtocolError as exc:
-            log.info("session %s: %s: %s", self.id, exc.code, exc.message)
-            self.error(exc.code, exc.message, exc.call_id)
-        except Exception:
-            # A bug must cost one request, not the page's socket and its other calls.
-            log.exception("session %s: internal error", self.id)
-            self.error("internal", "the gateway could not handle this message")
 
     def _forwarded(self, message: protocol.ClientMessage, text: str | bytes) -> bool:
         """A request for a call another worker owns goes there as it came (gateway/cluster/)."""
