@@ -27,6 +27,7 @@ import pytest
 
 from gateway.cluster import WorkerSpec
 from gateway.config import Config, ConfigError, User, validate
+from gateway.media import aiortc_seam
 from gateway.service import Gateway
 from gateway.workers import worker_config
 from tests.support.sipgw_process import SipgwProcess, sipgw_run
@@ -50,6 +51,10 @@ needs_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp not installed
 async def two_workers(tmp_path: Path) -> AsyncIterator[SipgwProcess]:
     config = tmp_path / "sipgw.toml"
     config.write_text(CONFIG)
+    # The gateway runs in other processes, so nothing in this one has told aioice to
+    # gather loopback candidates for the test's own pages (it never does by itself); in a
+    # network namespace with only `lo` they would have none, and no audio would flow.
+    aiortc_seam.configure_ice_addresses(["127.0.0.1"])
     async with sipgw_run(["--workers", "2", "--config", str(config)], timeout=60) as process:
         yield process
 
