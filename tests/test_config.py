@@ -432,7 +432,7 @@ def test_advertised_address() -> None:
     )
 
 
-# --- known gaps in gateway/config.py (reported; strict so a fix shows up here) -----------
+# --- known gaps in gateway/config/ (reported; strict so a fix shows up here) -----------
 
 
 def test_unknown_key_is_named() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.calls.call import CallError
 from gateway.signaling import protocol
@@ -49,9 +49,16 @@ async def answering_errors(name: str, error: ReportError, request: Awaitable[Non
         error("internal", "the gateway could not handle this message", None)
 
 
+class PageHost(Protocol):
+    """The page as its calls see it (a `Session` or a `RemoteSession`); calls are given it
+    with every request and compare it by identity."""
+
+    def release(self, call: Any) -> None: ...
+
+
 class PageCalls:
     def __init__(
-        self, host: Any, gateway: Gateway, name: str, peer: str, error: ReportError
+        self, host: PageHost, gateway: Gateway, name: str, peer: str, error: ReportError
     ) -> None:
         self.host = host
         self.gateway = gateway

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class SettingsError(ValueError):
-    """A sign-in setting cannot work; config.py turns it into a ConfigError."""
+    """A sign-in setting cannot work; gateway/config/ turns it into a ConfigError."""
 
 
 # `self` is the origin the request came to (its Host, on http or https); the loopback pages
