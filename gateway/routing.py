@@ -16,9 +16,9 @@ from gateway.config import Config, Trunk, User
 from gateway.dialplan import DialError, choose_account, credential_hosts, normalise
 from gateway.policy import CallLimiter, Rules, check_number
 from gateway.security import SecurityEvent, SecurityEvents
-from gateway.sip.dialog import peer_for_uri
 from gateway.sip.transport import Peer, TransportKind
 from gateway.sip.ua import Redirect
+from gateway.sip.values import peer_for_uri
 
 log = logging.getLogger(__name__)
 

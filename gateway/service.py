@@ -20,9 +20,10 @@ from sipmessage import URI, Address
 from gateway.calls.call import Route
 from gateway.calls.inbound import InboundCall
 from gateway.calls.outbound import OutboundCall
+from gateway.calls.page import PageMessage
 from gateway.calls.peer import PeerCall
 from gateway.calls.timing import SetupTimes
-from gateway.cluster import Cluster, RemoteCall, WorkerSpec
+from gateway.cluster import Cluster, RemoteCall, RemoteSession, WorkerSpec
 from gateway.config import Config, Trunk, User
 from gateway.demo.endpoint import DemoEndpoint
 from gateway.dialplan import normalise
@@ -30,6 +31,7 @@ from gateway.media import aiortc_seam, sip_leg
 from gateway.media.ports import PortAllocator
 from gateway.routing import Router
 from gateway.security import SecurityEvent, SecurityEvents
+from gateway.signaling import messages
 from gateway.signin.authenticator import Authenticator
 from gateway.sip.guard import GuardEvent, SipGuard
 from gateway.sip.registration import Registration, RegistrationStatus
@@ -92,6 +94,7 @@ class Gateway:
     # --- life cycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        aiortc_seam.install()
         aiortc_seam.configure_ice_addresses(self.config.effective_ice_addresses())
         await self.sip_guard.start(self.trusted_hosts())
         await self.ua.start()
@@ -146,19 +149,15 @@ class Gateway:
         await registration.start()
 
     def _registration_changed(self, account: str, status: RegistrationStatus) -> None:
-        entry = _status(account, status)
+        update = messages.Registration.of(account, status)
         if self.cluster is not None:
-            self.cluster.registration_changed(entry)
-        self.notify_pages({"type": "registration", **entry})
+            self.cluster.registration_changed(update)
+        self.notify_pages(update)
 
-    def notify_pages(self, message: dict[str, Any]) -> None:
+    def notify_pages(self, message: PageMessage) -> None:
         for session in self.sessions:
             if session.greeted:
                 session.notify(message)
-
-    @staticmethod
-    def registration_entry(account: str, registration: Registration) -> dict[str, Any]:
-        return _status(account, registration.status)
 
     async def end_calls(self, reason: str) -> None:
         await asyncio.gather(
@@ -208,8 +207,8 @@ class Gateway:
         if self.cluster is not None and session.greeted:
             self.cluster.withdraw(session)
 
-    def sessions_of(self, user: User) -> list[Session]:
-        local = [
+    def sessions_of(self, user: User) -> list[Session | RemoteSession]:
+        local: list[Session | RemoteSession] = [
             s
             for s in self.sessions
             if s.greeted and s.user is not None and s.user.name == user.name
@@ -341,11 +340,15 @@ class Gateway:
             return None
         return {"echo": self.demo.echo_extension, "tone": self.demo.tone_extension}
 
-    def registration_states(self) -> list[dict[str, Any]]:
-        states = [_status(name, r.status) for name, r in self.registrations.items()]
+    def registrations_now(self) -> list[messages.Registration]:
+        """Every account's registration, this worker's and (with workers) the others'."""
+        states = [messages.Registration.of(n, r.status) for n, r in self.registrations.items()]
         if self.cluster is not None:
             states += list(self.cluster.registrations.values())
         return states
+
+    def registration_states(self) -> list[dict[str, Any]]:
+        return [r.entry() for r in self.registrations_now()]
 
     def active_calls(self) -> list[Any]:
         """Calls this worker carries (a call another worker owns is counted there)."""
@@ -395,15 +398,6 @@ def turn_credentials(secret: str, user: str, ttl: int, now: float | None = None)
     username = f"{expiry}:{user}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return {"username": username, "credential": base64.b64encode(digest).decode()}
-
-
-def _status(account: str, status: RegistrationStatus) -> dict[str, Any]:
-    entry: dict[str, Any] = {"account": account, "state": status.state.value}
-    for key in ("reason", "code", "expires"):
-        value = getattr(status, key)
-        if value is not None:
-            entry[key] = value
-    return entry
 
 
 def _open_fds() -> int | None:

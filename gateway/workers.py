@@ -4,7 +4,7 @@ Python runs one thread of bytecode per process, and a relayed call costs the sam
 whichever thread carries it, so a machine's cores are used by processes. Each worker is a
 whole gateway with its own SIP port (the configured one plus 2 x its index, leaving
 port + 1 for TLS), its own slice of the RTP range and its own demo endpoint; they share
-the HTTP port through SO_REUSEPORT, and gateway/cluster.py relays signalling between a
+the HTTP port through SO_REUSEPORT, and gateway/cluster/ relays signalling between a
 page in one worker and a call in another. Only the first worker registers accounts, so
 inbound calls arrive at the configured SIP port, and any worker may place calls.
 
@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gateway import runtime
 from gateway.cluster import WorkerSpec
 from gateway.config import Config, ConfigError
 
@@ -67,14 +68,12 @@ def check(config: Config) -> None:
 
 
 def _worker_main(config: Config, spec: WorkerSpec, ready: Any, verbosity: int) -> None:
-    from gateway import cli  # the worker's own interpreter (spawn) imports it fresh
-
-    cli.configure_logging(verbosity, tag=f"w{spec.index + 1}")
+    runtime.configure_logging(verbosity, tag=f"w{spec.index + 1}")
 
     def report(sip_port: int, tls_port: int) -> None:
         ready.put(Ready(spec.index, sip_port, tls_port))
 
-    code = cli.run_serve(worker_config(config, spec.index, spec.count), spec, report)
+    code = runtime.run_serve(worker_config(config, spec.index, spec.count), spec, report)
     raise SystemExit(code)
 
 

@@ -6,8 +6,9 @@ import pytest
 from sipmessage import URI, Address, Request, Response
 
 from gateway.sip import message as sipmsg
-from gateway.sip.dialog import Dialog, DialogState, peer_for_uri
+from gateway.sip.dialog import Dialog, DialogState
 from gateway.sip.transport import Peer, TransportKind
+from gateway.sip.values import peer_for_uri
 
 ORIGIN = Peer(TransportKind.UDP, "192.0.2.10", 5060)
 OUR_CONTACT = Address.parse("<sip:gw@192.0.2.1:5070>")

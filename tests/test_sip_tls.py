@@ -24,10 +24,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sipmessage import URI, Address, Request
 
 from gateway.sip import message as sipmsg
-from gateway.sip.dialog import Dialog, DialogState, peer_for_uri
+from gateway.sip.dialog import Dialog, DialogState
 from gateway.sip.transaction import ServerTransaction, Timers, TransactionTimeout
 from gateway.sip.transport import Peer, SipTransport, TlsSettings, TransportKind
 from gateway.sip.ua import Answered, Failed, IncomingInvite, InviteState, UserAgent
+from gateway.sip.values import peer_for_uri
 from tests.support.audio import write_tone_wav
 from tests.support.baresip import BaresipPhone, baresip_available
 from tests.support.ports import free_tcp_udp_port, port_is_free

@@ -27,6 +27,7 @@ import pytest
 
 from gateway.cluster import WorkerSpec
 from gateway.config import Config, ConfigError, User, validate
+from gateway.media import aiortc_seam
 from gateway.service import Gateway
 from gateway.workers import worker_config
 from tests.support.sipgw_process import SipgwProcess, sipgw_run
@@ -50,6 +51,10 @@ needs_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp not installed
 async def two_workers(tmp_path: Path) -> AsyncIterator[SipgwProcess]:
     config = tmp_path / "sipgw.toml"
     config.write_text(CONFIG)
+    # The gateway runs in other processes, so nothing in this one has told aioice to
+    # gather loopback candidates for the test's own pages (it never does by itself); in a
+    # network namespace with only `lo` they would have none, and no audio would flow.
+    aiortc_seam.configure_ice_addresses(["127.0.0.1"])
     async with sipgw_run(["--workers", "2", "--config", str(config)], timeout=60) as process:
         yield process
 
@@ -211,7 +216,9 @@ def test_worker_config_splits_ports_without_overlap() -> None:
         validate(replace(config, http_port=0))
 
 
-async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(tmp_path: Path) -> None:
+async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     gateway = Gateway(Config(sip_port=0, users=(User(name="alice"),)), WorkerSpec(0, 2, tmp_path))
     assert gateway.cluster is not None
     await gateway.cluster.start()
@@ -228,5 +235,8 @@ async def test_bad_worker_messages_are_dropped_and_the_relay_goes_on(tmp_path: P
                 await asyncio.sleep(0.01)
         (ringable,) = gateway.sessions_of(User(name="alice"))
         assert ringable.id == "s1" and ringable.user == User(name="alice")
+        # Dropped with a line saying why, never a traceback (gateway/cluster/ops.py).
+        dropped = [r for r in caplog.records if "worker message dropped" in r.getMessage()]
+        assert dropped and not any(r.exc_info for r in caplog.records)
     finally:
         await gateway.cluster.close()

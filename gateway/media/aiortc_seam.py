@@ -99,9 +99,6 @@ class _SharedCertificate:
 
 _generate_certificate = RTCCertificate.generateCertificate
 _shared_certificate = _SharedCertificate()
-RTCCertificate.generateCertificate = classmethod(  # type: ignore[method-assign,assignment]
-    lambda cls: _shared_certificate.get()
-)
 
 
 class _CodecCopy:
@@ -133,8 +130,30 @@ class _CandidateCopy:
         return copy.copy(value)
 
 
-aiortc.rtcpeerconnection.copy = _CodecCopy  # type: ignore[attr-defined,assignment]
-aioice.ice.copy = _CandidateCopy  # type: ignore[attr-defined,assignment]
+_installed = False
+
+
+def install() -> None:
+    """Apply the process-wide aiortc and aioice patches (the shared DTLS certificate and the
+    cheaper copies); idempotent.
+
+    Called at start-up (the CLI, `Gateway.start`, test fixtures), never at import, so
+    that importing gateway modules (the configuration, a tool, a test) leaves aiortc as
+    it is until a gateway actually runs.
+    """
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    RTCCertificate.generateCertificate = classmethod(  # type: ignore[method-assign,assignment]
+        lambda cls: _shared_certificate.get()
+    )
+    aiortc.rtcpeerconnection.copy = _CodecCopy  # type: ignore[attr-defined,assignment]
+    aioice.ice.copy = _CandidateCopy  # type: ignore[attr-defined,assignment]
+
+
+def installed() -> bool:
+    return _installed
 
 
 def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:

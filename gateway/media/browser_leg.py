@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from aiortc import (
     RTCConfiguration,
@@ -17,19 +16,13 @@ from aiortc import (
 
 import sdp
 from gateway.media import aiortc_seam
+from gateway.media.values import IceServer as IceServer
 
 log = logging.getLogger(__name__)
 
 
 class BrowserMediaError(Exception):
     """The browser's offer could not be answered (carries aiortc's reason)."""
-
-
-@dataclass(frozen=True)
-class IceServer:
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
 
 
 PacketHandler = Callable[[int, int, int, bool, bytes], None]

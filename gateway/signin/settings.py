@@ -1,6 +1,6 @@
 """The sign-in settings: `[auth]` and the WebSocket guards of `[server]`.
 
-Kept out of gateway/config.py so that module only holds one field and one call for them.
+Kept out of gateway/config/ so that package only holds one field and one call for them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from gateway.signin.proxies import DEFAULT_TRUSTED_PROXIES, Network, parse_netwo
 
 
 class SettingsError(ValueError):
-    """A sign-in setting cannot work; config.py turns it into a ConfigError."""
+    """A sign-in setting cannot work; gateway/config/ turns it into a ConfigError."""
 
 
 # `self` is the origin the request came to (its Host, on http or https); the loopback pages

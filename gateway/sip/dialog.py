@@ -9,7 +9,7 @@ from enum import StrEnum
 from sipmessage import URI, Address, Request, Response
 
 from gateway.sip import message as sipmsg
-from gateway.sip.transport import Peer, TransportKind
+from gateway.sip.values import Peer, peer_for_uri
 
 log = logging.getLogger(__name__)
 
@@ -18,23 +18,6 @@ class DialogState(StrEnum):
     EARLY = "early"
     CONFIRMED = "confirmed"
     TERMINATED = "terminated"
-
-
-def peer_for_uri(uri: URI, default: Peer) -> Peer:
-    """The next hop for a SIP URI; the transport defaults to the one the dialog began on.
-
-    A sips: URI is always reached over TLS (RFC 3261 section 26.2.2; its transport=tcp
-    names the layer under TLS, RFC 5630 section 3.1.3); the deprecated transport=tls of a
-    sip: URI is honoured too. TLS's default port is 5061 (section 19.1.2).
-    """
-    transport = default.transport
-    param = (uri.parameters.get("transport") or "").upper()
-    if uri.scheme.lower() == "sips":
-        transport = TransportKind.TLS
-    elif param in TransportKind.__members__:
-        transport = TransportKind(param)
-    default_port = 5061 if transport is TransportKind.TLS else 5060
-    return Peer(transport, uri.host.strip("[]"), uri.port or default_port)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from sipmessage import Request
 
 from gateway.sip.transaction import ServerTransaction
 from gateway.sip.transport import Peer
+from gateway.sip.values import GuardSettings as GuardSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +55,6 @@ MAX_SOURCES = 4096
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass(frozen=True)
-class GuardSettings:
-    # CIDRs trusted besides the accounts' hosts; None: loopback only (LOOPBACK).
-    trusted: tuple[str, ...] | None = None
-    # Requests per second per untrusted source, and the burst above it; 0 turns pike off.
-    rate_limit: float = 20.0
-    rate_burst: int = 50
-    block_seconds: float = 60.0
-
-    def __post_init__(self) -> None:
-        for cidr in self.trusted or ():
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError:
-                raise ValueError(f"sip.trusted: {cidr!r} is not an address or CIDR") from None
-        if self.rate_limit < 0:
-            raise ValueError("sip.rate_limit must be 0 (off) or more")
-        if self.rate_burst < 1 or self.block_seconds <= 0:
-            raise ValueError("sip.rate_burst and sip.block_seconds must be positive")
 
 
 class GuardEvent(StrEnum):

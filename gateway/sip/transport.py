@@ -17,15 +17,17 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from sipmessage import Request, Response
 
 from gateway.sip import message as sipmsg
 from gateway.sip.ratelog import RateLimitedLog
+
+# Re-exported: these names were defined here before gateway/sip/values.py.
+from gateway.sip.values import Peer as Peer
+from gateway.sip.values import TlsSettings as TlsSettings
+from gateway.sip.values import TransportKind as TransportKind
 
 log = logging.getLogger(__name__)
 # One line per bad message, but never a flood of them, and never a traceback.
@@ -40,65 +42,11 @@ CONNECT_TIMEOUT = 10.0
 TLS_SHUTDOWN_TIMEOUT = 2.0
 
 
-class TransportKind(StrEnum):
-    UDP = "UDP"
-    TCP = "TCP"
-    TLS = "TLS"
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Where a message came from, and so where its answer goes (symmetric, like rport)."""
-
-    transport: TransportKind
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.transport.lower()}:{self.host}:{self.port}"
-
-
 MessageHandler = Callable[[Request | Response, Peer], None]
 # Told when a connection to a peer cannot be made (refused, TLS handshake or certificate
 # failure), so that the layer above can fail what it sent there (RFC 3261 section 8.1.3.1).
 ConnectErrorHandler = Callable[[Peer, Exception], None]
 _StreamKey = tuple[TransportKind, str, int]
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """Our certificate, and how we check the peers we connect to.
-
-    `cafile` None means the system's trust store. `verify_peer` False accepts any server
-    certificate (a lab PBX with a self-signed one), at the cost of any protection against
-    a man in the middle. `server_name` replaces the peer's host as the name the server
-    certificate must carry and as SNI, for a trunk reached by address but certified by name.
-    We do not ask connecting clients for certificates (most SIP phones have none).
-    """
-
-    certfile: Path | str
-    keyfile: Path | str
-    cafile: Path | str | None = None
-    verify_peer: bool = True
-    server_name: str | None = None
-
-    def server_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.certfile, self.keyfile)
-        return context
-
-    def client_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(
-            cafile=str(self.cafile) if self.cafile is not None else None
-        )
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        if not self.verify_peer:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        # Offered to servers that ask for a client certificate (mutual TLS trunks).
-        context.load_cert_chain(self.certfile, self.keyfile)
-        return context
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
