@@ -163,9 +163,15 @@ class Candidate:
 class SessionHost(Protocol):
     """What a call needs from a page session: who, how to tell it, and to be known by it."""
 
-    id: str
-    user: User | None
-    peer: str
+    # Read-only: a session on another worker always has a user, a local one may not yet.
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def user(self) -> User | None: ...
+
+    @property
+    def peer(self) -> str: ...
 
     def notify(self, message: PageMessage) -> None: ...
 
