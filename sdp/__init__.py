@@ -14,6 +14,7 @@ from .rewrite import (
     default_codecs,
     restrict_offer,
 )
+from .webrtc import check_webrtc
 
 __all__ = [
     "SUPPORTED_CODECS",
@@ -30,6 +31,7 @@ __all__ = [
     "browser_offer_to_sip",
     "build_answer",
     "build_offer",
+    "check_webrtc",
     "default_codecs",
     "parse_remote",
     "restrict_offer",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import sdp
 from sdp import (
     Codec,
     SdpError,
@@ -130,3 +131,36 @@ def test_truncations_and_mutations_raise_only_sdp_errors(name: str) -> None:
     lines = text.splitlines()
     for _ in range(50):
         _only_sdp_errors("\r\n".join(rng.sample(lines, len(lines))))
+
+
+# --- browser SDP must be WebRTC (sdp.check_webrtc) ---------------------------------------
+
+
+def _corpus(name: str) -> str:
+    return (Path(__file__).parent / "sdp_corpus" / name).read_text()
+
+
+@pytest.mark.parametrize(
+    "name", ["chrome_offer_gathered.sdp", "firefox_offer.sdp", "safari_offer.sdp"]
+)
+def test_browser_offers_are_webrtc(name: str) -> None:
+    sdp.check_webrtc(_corpus(name))
+
+
+@pytest.mark.parametrize(
+    ("strip", "reason"),
+    [
+        ("a=fingerprint:", "no DTLS fingerprint"),
+        ("a=ice-ufrag:", "no ICE ufrag"),
+        ("a=ice-pwd:", "no ICE password"),
+    ],
+)
+def test_browser_sdp_without_ice_or_dtls_is_refused(strip: str, reason: str) -> None:
+    """aiortc would take it and then fail in a task of its own (a fuzzed page found it)."""
+    text = "\r\n".join(
+        line
+        for line in _corpus("chrome_offer_gathered.sdp").splitlines()
+        if not line.startswith(strip)
+    )
+    with pytest.raises(sdp.SdpParseError, match=reason):
+        sdp.check_webrtc(text + "\r\n")

@@ -18,6 +18,7 @@ import os
 import random
 import resource
 import time
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,11 @@ class Watch:
         self.errors: list[str] = []
 
     def handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        self.errors.append(f"loop exception handler: {context.get('message')}")
+        # Name the task and the exception, so that a failure says where to look.
+        exc = context.get("exception")
+        where = traceback.format_exception(exc)[-3:] if exc is not None else ""
+        detail = f"{context.get('message')} {context.get('future', '')!r} {where}"
+        self.errors.append(f"loop exception handler: {detail}")
 
     def check(self, caplog: pytest.LogCaptureFixture) -> None:
         records = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -299,7 +299,8 @@ class Call(CoreDriven):
         if self._transfer.busy:
             raise CallError("bad-state", "a transfer is already in progress")
         # The REFER itself is sent here, awaited: the page's queue carries the wait.
-        self._execute(self._transfer.handle(features.TransferRequested(to)))
+        effects = self._transfer.handle(features.TransferRequested(to))
+        self._execute([e for e in effects if not isinstance(e, ev.SendRefer)])
         try:
             response = await self.ua.refer(dialog, target)
         except asyncio.CancelledError:

@@ -58,6 +58,10 @@ class BrowserLeg:
 
     async def answer(self, browser_offer: str, codec: sdp.Codec) -> str:
         """Answer the offer with `codec` only, so the browser sends what the SIP leg needs."""
+        try:
+            sdp.check_webrtc(browser_offer)
+        except sdp.SdpError as exc:
+            raise BrowserMediaError(f"unusable browser offer: {exc}") from exc
         offer = sdp.restrict_offer(browser_offer, codec)
         async with self._step:
             return await self._answer(offer, codec)
@@ -101,6 +105,7 @@ class BrowserLeg:
     async def accept_answer(self, answer: str) -> sdp.Codec:
         """Apply the page's answer; returns the codec it chose (its first one)."""
         try:
+            sdp.check_webrtc(answer)
             chosen = sdp.parse_remote(answer).codec
         except sdp.SdpError as exc:
             raise BrowserMediaError(f"unusable answer from the page: {exc}") from exc
