@@ -119,19 +119,36 @@ def _trunk_from_args(args: argparse.Namespace, file_trunk: cfg.Trunk | None) -> 
         return file_trunk
     if not args.trunk and file_trunk is None:
         raise cfg.ConfigError("--trunk-user/--trunk-password need --trunk (or [trunk] in the file)")
+    username, password, realm = _trunk_credentials(args, file_trunk)
+    from_user, from_domain = _trunk_from_fields(file_trunk)
+    return cfg.parse_trunk(
+        args.trunk or str(file_trunk.uri if file_trunk else ""),
+        username=username,
+        password=password,
+        realm=realm,
+        from_user=from_user,
+        from_domain=from_domain,
+    )
+
+
+def _trunk_credentials(
+    args: argparse.Namespace, file_trunk: cfg.Trunk | None
+) -> tuple[str | None, str | None, str | None]:
+    """Username, password and realm: the options' if given, else the file's."""
     old = file_trunk.credentials if file_trunk else None
     username = args.trunk_user or (old.username if old else None)
     password = args.trunk_password or (old.password if old else None)
     if args.trunk_password and not username:
         raise cfg.ConfigError("--trunk-password needs --trunk-user")
-    return cfg.parse_trunk(
-        args.trunk or str(file_trunk.uri if file_trunk else ""),
-        username=username,
-        password=password,
-        realm=old.realm if old else None,
-        from_user=file_trunk.from_user if file_trunk and file_trunk.from_user != "sipgw" else None,
-        from_domain=file_trunk.from_domain if file_trunk else None,
-    )
+    return username, password, old.realm if old else None
+
+
+def _trunk_from_fields(file_trunk: cfg.Trunk | None) -> tuple[str | None, str | None]:
+    """The file's From user and domain; its default From user is not carried over."""
+    if file_trunk is None:
+        return None, None
+    from_user = file_trunk.from_user if file_trunk.from_user != "sipgw" else None
+    return from_user, file_trunk.from_domain
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,42 +103,60 @@ def supervise(config: Config, verbosity: int, announce: Any) -> int:
     try:
         for process in processes:
             process.start()
-        reports: dict[int, Ready] = {}
-        deadline = time.monotonic() + START_TIMEOUT
-        while len(reports) < count and not stopping:
-            if any(not p.is_alive() for p in processes) or time.monotonic() > deadline:
-                log.error("a worker did not start; stopping")
-                failed = True
-                break
-            try:
-                report: Ready = ready.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            reports[report.index] = report
-        if not failed and not stopping:
+        reports = _await_ready(processes, ready, stopping)
+        failed = reports is None
+        if reports is not None and not stopping:
             announce([reports[i] for i in range(count)])
-        while not failed and not stopping:
-            dead = [p for p in processes if not p.is_alive()]
-            if dead:
-                log.error("%s exited with %s; stopping the others", dead[0].name, dead[0].exitcode)
-                failed = True
-                break
-            time.sleep(0.2)
+        if not failed and not stopping:
+            failed = _watch(processes, stopping)
     finally:
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for process in processes:
-            if process.pid is None:
-                continue
-            process.join(max(0.1, deadline - time.monotonic()))
-            if process.is_alive():
-                log.error("%s did not stop in %.0f s: killed", process.name, STOP_TIMEOUT)
-                process.kill()
-                process.join()
+        _stop_all(processes)
         ready.close()
         shutil.rmtree(directory, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 1 if failed else 0
+
+
+def _await_ready(processes: list[Any], ready: Any, stopping: list[int]) -> dict[int, Ready] | None:
+    """Every worker's Ready report by index (fewer if a signal came first), or None when a
+    worker died or did not report in time."""
+    reports: dict[int, Ready] = {}
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(reports) < len(processes) and not stopping:
+        if any(not p.is_alive() for p in processes) or time.monotonic() > deadline:
+            log.error("a worker did not start; stopping")
+            return None
+        try:
+            report: Ready = ready.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        reports[report.index] = report
+    return reports
+
+
+def _watch(processes: list[Any], stopping: list[int]) -> bool:
+    """Wait for a signal (False) or for a worker to exit (True: a failure)."""
+    while not stopping:
+        dead = [p for p in processes if not p.is_alive()]
+        if dead:
+            log.error("%s exited with %s; stopping the others", dead[0].name, dead[0].exitcode)
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _stop_all(processes: list[Any]) -> None:
+    """SIGTERM every live worker, then kill those still running after STOP_TIMEOUT."""
+    for process in processes:
+        if process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for process in processes:
+        if process.pid is None:
+            continue
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            log.error("%s did not stop in %.0f s: killed", process.name, STOP_TIMEOUT)
+            process.kill()
+            process.join()

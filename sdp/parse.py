@@ -60,6 +60,13 @@ def split_lines(text: object) -> list[str]:
 
 
 def _check_lines(lines: Sequence[str]) -> None:
+    _check_structure(lines)
+    for number, line in enumerate(lines, 1):
+        _check_line(number, line)
+
+
+def _check_structure(lines: Sequence[str]) -> None:
+    """SDP lines only, v=0 first, a well-formed o= line and at least one m= line."""
     if not lines:
         raise SdpParseError("empty SDP")
     for number, line in enumerate(lines, 1):
@@ -74,13 +81,16 @@ def _check_lines(lines: Sequence[str]) -> None:
         raise SdpParseError(f"malformed o= line: {_show(origins[0])}")
     if not any(line.startswith("m=") for line in lines):
         raise SdpParseError("no m= (media) line")
-    for number, line in enumerate(lines, 1):
-        if line.startswith("m="):
-            _check_media_line(number, line)
-        elif line.startswith("c=") and not _CONNECTION.match(line):
-            raise SdpParseError(f"line {number}: malformed c= line: {_show(line)}")
-        elif line.startswith("a=rtpmap:") and not _RTPMAP.match(line):
-            raise SdpParseError(f"line {number}: malformed rtpmap: {_show(line)}")
+
+
+def _check_line(number: int, line: str) -> None:
+    """The m=, c= and rtpmap lines sdp_transform would misread rather than refuse."""
+    if line.startswith("m="):
+        _check_media_line(number, line)
+    elif line.startswith("c=") and not _CONNECTION.match(line):
+        raise SdpParseError(f"line {number}: malformed c= line: {_show(line)}")
+    elif line.startswith("a=rtpmap:") and not _RTPMAP.match(line):
+        raise SdpParseError(f"line {number}: malformed rtpmap: {_show(line)}")
 
 
 def _check_media_line(number: int, line: str) -> None:

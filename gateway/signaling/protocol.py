@@ -7,6 +7,7 @@ message go back to the page in an `error` while the socket stays open.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,40 +146,81 @@ def parse(text: str | bytes) -> ClientMessage:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("bad-message", "a message needs a string 'type'", _id(obj))
-    if kind == "hello":
-        return Hello(
-            token=_string(obj, "token", limit=4096, required=False),
-            user=_string(obj, "user", limit=128, required=False),
-        )
-    if kind == "call":
-        to = _string(obj, "to", limit=256)
-        sdp = _string(obj, "sdp", limit=MAX_SDP_BYTES)
-        assert to is not None and sdp is not None
-        return Call(id=_call_id(obj), to=to.strip(), sdp=sdp)
-    if kind == "hangup":
-        return Hangup(id=_call_id(obj))
-    if kind == "candidate":
-        return Candidate(id=_call_id(obj), candidate=_candidate(obj))
-    if kind == "dtmf":
-        digits = _string(obj, "digits", limit=64)
-        assert digits is not None
-        if not set(digits) <= DTMF_DIGITS:
-            raise ProtocolError("bad-message", "'digits' may only hold 0-9, *, # and A-D", _id(obj))
-        return Dtmf(id=_call_id(obj), digits=digits)
-    if kind == "accept":
-        sdp = _string(obj, "sdp", limit=MAX_SDP_BYTES)
-        assert sdp is not None
-        return Accept(id=_call_id(obj), sdp=sdp)
-    if kind == "reject":
-        code = obj.get("code", 486)
-        if not isinstance(code, int) or isinstance(code, bool) or code not in REJECT_CODES:
-            allowed = ", ".join(str(c) for c in sorted(REJECT_CODES))
-            raise ProtocolError("bad-message", f"'code' must be one of {allowed}", _id(obj))
-        return Reject(id=_call_id(obj), code=code)
-    if kind in ("hold", "unhold"):
-        return Hold(id=_call_id(obj), on=kind == "hold")
-    if kind == "transfer":
-        to = _string(obj, "to", limit=256)
-        assert to is not None
-        return Transfer(id=_call_id(obj), to=to.strip())
-    raise ProtocolError("unknown-type", f"unknown message type {kind[:40]!r}", _id(obj))
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        raise ProtocolError("unknown-type", f"unknown message type {kind[:40]!r}", _id(obj))
+    return parser(obj)
+
+
+def _required(obj: dict[str, Any], key: str, *, limit: int) -> str:
+    value = _string(obj, key, limit=limit)
+    assert value is not None  # required=True
+    return value
+
+
+def _hello(obj: dict[str, Any]) -> Hello:
+    return Hello(
+        token=_string(obj, "token", limit=4096, required=False),
+        user=_string(obj, "user", limit=128, required=False),
+    )
+
+
+def _call(obj: dict[str, Any]) -> Call:
+    to = _required(obj, "to", limit=256)
+    sdp = _required(obj, "sdp", limit=MAX_SDP_BYTES)
+    return Call(id=_call_id(obj), to=to.strip(), sdp=sdp)
+
+
+def _hangup(obj: dict[str, Any]) -> Hangup:
+    return Hangup(id=_call_id(obj))
+
+
+def _candidate_message(obj: dict[str, Any]) -> Candidate:
+    return Candidate(id=_call_id(obj), candidate=_candidate(obj))
+
+
+def _dtmf(obj: dict[str, Any]) -> Dtmf:
+    digits = _required(obj, "digits", limit=64)
+    if not set(digits) <= DTMF_DIGITS:
+        raise ProtocolError("bad-message", "'digits' may only hold 0-9, *, # and A-D", _id(obj))
+    return Dtmf(id=_call_id(obj), digits=digits)
+
+
+def _accept(obj: dict[str, Any]) -> Accept:
+    sdp = _required(obj, "sdp", limit=MAX_SDP_BYTES)
+    return Accept(id=_call_id(obj), sdp=sdp)
+
+
+def _reject(obj: dict[str, Any]) -> Reject:
+    code = obj.get("code", 486)
+    if not isinstance(code, int) or isinstance(code, bool) or code not in REJECT_CODES:
+        allowed = ", ".join(str(c) for c in sorted(REJECT_CODES))
+        raise ProtocolError("bad-message", f"'code' must be one of {allowed}", _id(obj))
+    return Reject(id=_call_id(obj), code=code)
+
+
+def _hold(obj: dict[str, Any]) -> Hold:
+    return Hold(id=_call_id(obj), on=True)
+
+
+def _unhold(obj: dict[str, Any]) -> Hold:
+    return Hold(id=_call_id(obj), on=False)
+
+
+def _transfer(obj: dict[str, Any]) -> Transfer:
+    to = _required(obj, "to", limit=256)
+    return Transfer(id=_call_id(obj), to=to.strip())
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
+    "hello": _hello,
+    "call": _call,
+    "hangup": _hangup,
+    "candidate": _candidate_message,
+    "dtmf": _dtmf,
+    "accept": _accept,
+    "reject": _reject,
+    "hold": _hold,
+    "unhold": _unhold,
+    "transfer": _transfer,
+}

@@ -62,8 +62,7 @@ class Authenticator:
             # A page opening without stored credentials asks to see the sign-in form: not a
             # guess, so not counted (page reloads must not lock a whole office out).
             return None
-        is_jwt = bool(token and self.settings.token_secret and tokens.looks_like_jwt(token))
-        target = name if name is not None or not is_jwt else tokens.unverified_subject(token or "")
+        is_jwt, target = self._claimed(name, token)
         user_key = f"user:{target or '-'}"
         addr_key = f"addr:{src}"
         if self.lockout.locked(user_key) or self.lockout.locked(addr_key):
@@ -78,6 +77,13 @@ class Authenticator:
             return None
         self.lockout.succeed(user_key)
         return user
+
+    def _claimed(self, name: str | None, token: str | None) -> tuple[bool, str | None]:
+        """Whether `token` is a JWT to verify, and the user the attempt is for: the name
+        given, else the token's (not yet verified) subject, for the lockout and the log."""
+        is_jwt = bool(token and self.settings.token_secret and tokens.looks_like_jwt(token))
+        target = name if name is not None or not is_jwt else tokens.unverified_subject(token or "")
+        return is_jwt, target
 
     def _check_token(self, name: str | None, token: str) -> tuple[User | None, str]:
         s = self.settings

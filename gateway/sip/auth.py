@@ -84,29 +84,9 @@ class DigestClient:
     def _choose(self, values: list[str], header: str) -> Digest:
         if not values:
             raise AuthError(f"challenge has no {header} header")
-        usable: list[Digest] = []
-        unsupported: list[UnsupportedChallenge] = []
-        malformed: list[AuthError] = []
+        offered, unsupported, malformed = _digests_in(values)
         wanted = self._credentials.realm
-        offered_realms: list[str] = []
-        for raw in values:
-            try:
-                parsed = parse_auth_header(raw)
-            except AuthError as exc:
-                malformed.append(exc)
-                continue
-            for challenge in parsed:
-                try:
-                    digest = digest_from(raw, challenge)
-                except UnsupportedChallenge as exc:
-                    unsupported.append(exc)
-                    continue
-                except AuthError as exc:
-                    malformed.append(exc)
-                    continue
-                offered_realms.append(digest.realm)
-                if wanted is None or digest.realm == wanted:
-                    usable.append(digest)
+        usable = [d for d in offered if wanted is None or d.realm == wanted]
         if usable:
             # max() keeps the first of equals: the peer's order breaks ties.
             best = max(usable, key=lambda d: d.strength)
@@ -119,7 +99,8 @@ class DigestClient:
                 len(values),
             )
             return best
-        if offered_realms:
+        if offered:
+            offered_realms = [d.realm for d in offered]
             raise RealmMismatch(
                 f"no {header} challenge for realm {wanted!r}; offered {offered_realms!r}",
                 tuple(offered_realms),
@@ -171,3 +152,27 @@ class DigestClient:
         if digest.opaque is not None:
             parts.append(f"opaque={quote(digest.opaque)}")
         return "Digest " + ", ".join(parts)
+
+
+def _digests_in(
+    values: list[str],
+) -> tuple[list[Digest], list[UnsupportedChallenge], list[AuthError]]:
+    """Every Digest challenge in the header values, in the peer's order, and the errors of
+    those that are of a scheme or algorithm we do not support or that do not parse."""
+    digests: list[Digest] = []
+    unsupported: list[UnsupportedChallenge] = []
+    malformed: list[AuthError] = []
+    for raw in values:
+        try:
+            parsed = parse_auth_header(raw)
+        except AuthError as exc:
+            malformed.append(exc)
+            continue
+        for challenge in parsed:
+            try:
+                digests.append(digest_from(raw, challenge))
+            except UnsupportedChallenge as exc:
+                unsupported.append(exc)
+            except AuthError as exc:
+                malformed.append(exc)
+    return digests, unsupported, malformed

@@ -128,16 +128,7 @@ class DigestServer:
         if username is None or nonce is None or uri is None or given is None:
             return None, False
         password = self._users.get(username)
-        if password is None:
-            return None, False
-        if p.get("algorithm", "MD5").upper() != self.algorithm.upper():
-            return None, False
-        if (p.get("qop") or "").lower() != "auth":
-            return None, False
-        nc = p.get("nc", "")
-        if len(nc) != 8 or any(c not in "0123456789abcdefABCDEF" for c in nc):
-            return None, False
-        if self._check_uri and uri != str(request.uri):
+        if password is None or not self._acceptable(request, p, uri):
             return None, False
         fresh = self._nonce_fresh(nonce)
         if fresh is None:
@@ -152,7 +143,7 @@ class DigestServer:
                 uri=uri,
                 nonce=nonce,
                 qop="auth",
-                nc=nc,
+                nc=p.get("nc", ""),
                 cnonce=p.get("cnonce"),
                 body=request.body,
             )
@@ -161,3 +152,17 @@ class DigestServer:
         if not hmac.compare_digest(expected, given.lower()):
             return None, False
         return username, fresh
+
+    def _acceptable(
+        self, request: sipmessage.Request, p: sipmessage.AuthParameters, uri: str
+    ) -> bool:
+        """Our algorithm, qop=auth, a well-formed nonce count and (if checked) this
+        request's URI: anything else is refused before any hash is computed."""
+        if p.get("algorithm", "MD5").upper() != self.algorithm.upper():
+            return False
+        if (p.get("qop") or "").lower() != "auth":
+            return False
+        nc = p.get("nc", "")
+        if len(nc) != 8 or any(c not in "0123456789abcdefABCDEF" for c in nc):
+            return False
+        return not (self._check_uri and uri != str(request.uri))

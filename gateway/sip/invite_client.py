@@ -157,29 +157,21 @@ class OutgoingInvite:
         redirects = 0
         retried_422 = False
         while True:
-            self._request = request
-            tx = self.ua.tl.send_request(request, self.peer, self._on_response)
-            if self.first_sent_at is None:
-                self.first_sent_at = time.monotonic()
-            try:
-                response = await tx.final
-            except TransactionTimeout:
+            response = await self._send(request)
+            if response is None:
                 self._set_state(InviteState.FAILED)
                 return Failed(408, "Request Timeout")
             if 200 <= response.code < 300:
                 return self._answered(request, response)
-            challenged = response.code in (401, 407) and not self._cancel_requested
-            if challenged and self._digest is not None and attempts < self.MAX_AUTH_ATTEMPTS:
+            if self._may_answer(response, attempts):
                 if self.peer.host not in self.credential_hosts:
                     self._withhold(response)
                 else:
                     attempts += 1
-                    try:
-                        self._cseq += 1
-                        request = self._digest.authorize(self._rebuild(), response)
+                    authorized = self._authorize(response)
+                    if authorized is not None:
+                        request = authorized
                         continue
-                    except AuthError as exc:
-                        log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
             if response.code == 422 and not retried_422 and self._raise_session_expires(response):
                 # RFC 4028 section 7.4: once, with the interval the 422's Min-SE asks for.
                 retried_422 = True
@@ -188,22 +180,49 @@ class OutgoingInvite:
                 continue
             redirect = self._redirect(response) if redirects < self.MAX_REDIRECTS else None
             if redirect is not None:
-                # Section 8.1.3.4: retry at the Contact, same Call-ID and From tag, new CSeq.
                 redirects += 1
                 attempts = 0
-                log.info(
-                    "INVITE %s: %d redirects to %s", self.call_id, response.code, redirect.target
-                )
-                self.target, self.peer = redirect.target, redirect.peer
-                self.credential_hosts = redirect.credential_hosts
-                if redirect.credentials != self._credentials:
-                    credentials = self._credentials = redirect.credentials
-                    self._digest = DigestClient(credentials) if credentials else None
-                self._cseq += 1
+                self._follow(response, redirect)
                 request = self._build()
                 continue
             self._set_state(InviteState.FAILED)
             return Failed(response.code, response.phrase)
+
+    async def _send(self, request: Request) -> Response | None:
+        """The final response to `request`; None if the transaction timed out."""
+        self._request = request
+        tx = self.ua.tl.send_request(request, self.peer, self._on_response)
+        if self.first_sent_at is None:
+            self.first_sent_at = time.monotonic()
+        try:
+            return await tx.final
+        except TransactionTimeout:
+            return None
+
+    def _may_answer(self, response: Response, attempts: int) -> bool:
+        """A 401/407 we have credentials and tries left for, and no CANCEL pending."""
+        challenged = response.code in (401, 407) and not self._cancel_requested
+        return challenged and self._digest is not None and attempts < self.MAX_AUTH_ATTEMPTS
+
+    def _authorize(self, response: Response) -> Request | None:
+        """The next INVITE with credentials for this challenge; None if we cannot answer it."""
+        assert self._digest is not None  # _may_answer checked
+        try:
+            self._cseq += 1
+            return self._digest.authorize(self._rebuild(), response)
+        except AuthError as exc:
+            log.warning("INVITE %s: cannot authenticate: %s", self.call_id, exc)
+            return None
+
+    def _follow(self, response: Response, redirect: Redirect) -> None:
+        """Section 8.1.3.4: retry at the Contact, same Call-ID and From tag, new CSeq."""
+        log.info("INVITE %s: %d redirects to %s", self.call_id, response.code, redirect.target)
+        self.target, self.peer = redirect.target, redirect.peer
+        self.credential_hosts = redirect.credential_hosts
+        if redirect.credentials != self._credentials:
+            credentials = self._credentials = redirect.credentials
+            self._digest = DigestClient(credentials) if credentials else None
+        self._cseq += 1
 
     def _raise_session_expires(self, response: Response) -> bool:
         """Take a 422's Min-SE into our Session-Expires and Min-SE; False if it cannot be

@@ -254,47 +254,75 @@ class Registration:
         challenges = 0
         interval_retries = 0
         while True:
-            tx = self.ua.tl.send_request(request, self.peer)
-            # Left True if stop() cancels us while waiting: the binding may exist then.
-            self._pending = expires > 0
-            try:
-                response = await tx.final
-            except TransactionTimeout:
-                self._pending = False
-                # Section 8.1.3.1: a transaction time-out is handled as a 408.
-                return _Outcome(408, "Request Timeout (no response)")
-            self._pending = False
+            response = await self._send(request, expires)
+            if isinstance(response, _Outcome):
+                return response
             code = response.code
             if 200 <= code < 300:
-                granted = self._granted(response, expires)
-                if expires and granted <= 0:
-                    # Not registered after all: handled as a failure, retried later.
-                    return _Outcome(code, f"{response.phrase}, but no binding for our Contact")
-                return _Outcome(code, response.phrase, response, granted)
+                return self._registered(response, expires)
             if code in (401, 407):
-                if self._digest is None:
-                    return _Outcome(code, f"{response.phrase} (no credentials configured)")
-                if challenges >= MAX_CHALLENGES:
-                    return _Outcome(
-                        code, f"{response.phrase} (credentials refused after {challenges} tries)"
-                    )
+                answered = self._answer_challenge(response, expires, challenges)
+                if isinstance(answered, _Outcome):
+                    return answered
                 challenges += 1
-                try:
-                    request = self._digest.authorize(self._build(expires), response)
-                except AuthError as exc:
-                    return _Outcome(code, f"{response.phrase} (cannot answer challenge: {exc})")
-                self._challenge = response
+                request = answered
                 continue
-            if code == 423 and expires and interval_retries < MAX_INTERVAL_RETRIES:
-                minimum = _int_header(response, "Min-Expires")
-                if minimum is not None and minimum > expires:
-                    # Section 10.2.8: retry with at least Min-Expires; keep it for refreshes.
-                    log.info("%s: 423, registrar wants at least %d s", self.account, minimum)
-                    interval_retries += 1
-                    expires = self._expires = minimum
-                    request = self._authorized(self._build(expires))
-                    continue
+            minimum = self._min_expires(response, expires)
+            if minimum is not None and interval_retries < MAX_INTERVAL_RETRIES:
+                # Section 10.2.8: retry with at least Min-Expires; keep it for refreshes.
+                log.info("%s: 423, registrar wants at least %d s", self.account, minimum)
+                interval_retries += 1
+                expires = self._expires = minimum
+                request = self._authorized(self._build(expires))
+                continue
             return _Outcome(code, response.phrase, response)
+
+    async def _send(self, request: Request, expires: int) -> Response | _Outcome:
+        """The final response to `request`, or the 408 outcome of a transaction time-out."""
+        tx = self.ua.tl.send_request(request, self.peer)
+        # Left True if stop() cancels us while waiting: the binding may exist then.
+        self._pending = expires > 0
+        try:
+            response = await tx.final
+        except TransactionTimeout:
+            self._pending = False
+            # Section 8.1.3.1: a transaction time-out is handled as a 408.
+            return _Outcome(408, "Request Timeout (no response)")
+        self._pending = False
+        return response
+
+    def _registered(self, response: Response, expires: int) -> _Outcome:
+        granted = self._granted(response, expires)
+        if expires and granted <= 0:
+            # Not registered after all: handled as a failure, retried later.
+            return _Outcome(response.code, f"{response.phrase}, but no binding for our Contact")
+        return _Outcome(response.code, response.phrase, response, granted)
+
+    def _answer_challenge(
+        self, response: Response, expires: int, challenges: int
+    ) -> Request | _Outcome:
+        """The REGISTER answering this 401/407, or the outcome when we cannot or may not."""
+        code = response.code
+        if self._digest is None:
+            return _Outcome(code, f"{response.phrase} (no credentials configured)")
+        if challenges >= MAX_CHALLENGES:
+            return _Outcome(
+                code, f"{response.phrase} (credentials refused after {challenges} tries)"
+            )
+        try:
+            request = self._digest.authorize(self._build(expires), response)
+        except AuthError as exc:
+            return _Outcome(code, f"{response.phrase} (cannot answer challenge: {exc})")
+        self._challenge = response
+        return request
+
+    @staticmethod
+    def _min_expires(response: Response, expires: int) -> int | None:
+        """The longer interval a 423 asks for, if it is one and longer than ours."""
+        if response.code != 423 or not expires:
+            return None
+        minimum = _int_header(response, "Min-Expires")
+        return minimum if minimum is not None and minimum > expires else None
 
     def _build(self, expires: int) -> Request:
         self._cseq += 1

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sipmessage import URI, Address, Request, Response, Via
-from sipmessage.parameters import Parameters
+from sipmessage import Address, Request, Response, Via
 
+from gateway.sip import local_address
 from gateway.sip import message as sipmsg
 from gateway.sip.transport import Peer, SipTransport, TransportKind
 
@@ -388,36 +388,11 @@ class TransactionLayer:
         return len(self._clients) + len(self._servers)
 
     def via_for(self, peer: Peer, branch: str | None = None) -> Via:
-        # Over TLS the sent-by port is our TLS listener (SIP/2.0/TLS host:tls_port).
-        tls = peer.transport is TransportKind.TLS
-        return Via(
-            transport=peer.transport.value,
-            host=self.transport.advertised_host,
-            port=self.transport.tls_port if tls else self.transport.port,
-            parameters=Parameters(branch=branch or sipmsg.new_branch(), rport=None),
-        )
+        return local_address.via_for(self.transport, peer, branch)
 
     def contact_for(self, user: str | None, peer: Peer, *, sips: bool = False) -> Address:
-        """Our Contact for a request or dialog with `peer`, reachable over the same transport.
-
-        Over TLS it is sip:host:tls_port;transport=tls, and sips:host:tls_port only when
-        `sips` is set, which the caller must do when the Request-URI or top Route is sips:
-        (RFC 3261 section 8.1.1.8). transport=tls is deprecated (section 26.2.2), but a sips:
-        Contact in a sip: dialog promises TLS on every hop, which we cannot, and some peers
-        cannot route to one at all: baresip 1.0 (libre) fails such a dialog with ENOSYS.
-        """
-        tls = peer.transport is TransportKind.TLS
-        params = Parameters()
-        if peer.transport is TransportKind.TCP or (tls and not sips):
-            params = Parameters(transport=peer.transport.value.lower())
-        uri = URI(
-            scheme="sips" if tls and sips else "sip",
-            user=user,
-            host=self.transport.advertised_host,
-            port=self.transport.tls_port if tls else self.transport.port,
-            parameters=params,
-        )
-        return Address(uri=uri)
+        """Our Contact for `peer` (see local_address.contact_for for sip: versus sips:)."""
+        return local_address.contact_for(self.transport, user, peer, sips=sips)
 
     def send_request(
         self, request: Request, peer: Peer, on_response: ResponseHandler | None = None
