@@ -46,13 +46,15 @@ class Watch:
     def handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         # Name the task and the exception, so that a failure says where to look.
         exc = context.get("exception")
-        where = traceback.format_exception(exc)[-3:] if exc is not None else ""
+        where = "".join(traceback.format_exception(exc)) if exc is not None else ""
         detail = f"{context.get('message')} {context.get('future', '')!r} {where}"
         self.errors.append(f"loop exception handler: {detail}")
 
     def check(self, caplog: pytest.LogCaptureFixture) -> None:
         records = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
         self.errors += [f"{r.name}: {r.getMessage()}" for r in records]
+        for error in self.errors[:3]:
+            print(error)  # whole, with its traceback: the assertion message is cut short
         assert not self.errors, self.errors[:10]
 
 

@@ -21,7 +21,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aioice
@@ -31,6 +31,7 @@ import pylibsrtp
 from aiortc import (
     MediaStreamTrack,
     RTCCertificate,
+    RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCRtpSender,
     RTCRtpTransceiver,
@@ -150,6 +151,28 @@ def install() -> None:
     )
     aiortc.rtcpeerconnection.copy = _CodecCopy  # type: ignore[attr-defined,assignment]
     aioice.ice.copy = _CandidateCopy  # type: ignore[attr-defined,assignment]
+    RTCPeerConnection._RTCPeerConnection__connect = _guarded_connect(  # type: ignore[attr-defined]
+        RTCPeerConnection._RTCPeerConnection__connect  # type: ignore[attr-defined]
+    )
+
+
+def _guarded_connect(connect: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+    """aiortc starts ICE and DTLS in a task nobody awaits, which assumes every transceiver
+    has a transport and every description a fingerprint; a hostile page's SDP with a
+    rejected or extra section broke that assumption ("Task exception was never
+    retrieved", found by the WebSocket fuzz). Such a connection now fails the way a failed
+    ICE check does, so the call ends with 408 instead of waiting and logging a traceback."""
+
+    async def guarded(pc: Any) -> None:
+        try:
+            await connect(pc)
+        except (AttributeError, AssertionError, KeyError, ValueError) as exc:
+            log.info("browser media cannot start: %s: %s", type(exc).__name__, exc)
+            if pc.connectionState not in ("closed", "failed"):
+                pc._RTCPeerConnection__connectionState = "failed"
+                pc.emit("connectionstatechange")
+
+    return guarded
 
 
 def installed() -> bool:
